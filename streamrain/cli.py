@@ -1,0 +1,237 @@
+"""The `streamrain` command: the only module that prints or exits.
+
+    streamrain INPUT OUTPUT [options]        derain a video, a stream or an image into OUTPUT
+    streamrain models list [--json]          the models and whether their weights are here
+    streamrain eval --model M --rainy D --clean D [--json P]
+    streamrain train RECIPE.toml [--run-dir D] [--steps N]
+
+Every failure ends with one line on stderr and a non-zero exit status; nothing is left at OUTPUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from streamrain.errors import StreamrainError
+
+SUBCOMMANDS = ("models", "eval", "train")
+EXIT_FAILURE, EXIT_SIGINT, EXIT_SIGTERM = 1, 130, 143
+err = Console(stderr=True)
+out = Console()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered to the main thread like Ctrl-C so the same clean-up runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=err, show_path=False)])
+    logging.getLogger("libav").setLevel(logging.ERROR)
+
+
+# -- streamrain INPUT OUTPUT ----------------------------------------------------------------------
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streamrain", description="Remove rain from a video, stream or image.",
+        epilog="Other commands: streamrain models list | eval | train (each with --help).")
+    p.add_argument("input", help="file, URL (http/rtsp/udp/tcp), lavfi:GRAPH, or camera")
+    p.add_argument("output", help="output file (.mp4, .mkv, .mov, .png, .jpg, ...)")
+    p.add_argument("--model", help="model name (see `streamrain models list`); default: the bundled one")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--batch", type=int, help="frames per model call")
+    p.add_argument("--codec", help="video encoder (default libx264)")
+    p.add_argument("--crf", type=int, help="constant rate factor (default 18)")
+    p.add_argument("--preset", help="encoder speed preset (default veryfast)")
+    p.add_argument("--pix-fmt", dest="pix_fmt", help="output pixel format (default yuv420p)")
+    p.add_argument("--no-audio", dest="copy_audio", action="store_const", const=False,
+                   help="leave the audio out")
+    p.add_argument("--pipeline", type=Path, help="TOML preset of these options (see pipelines/)")
+    p.add_argument("--stats-json", type=Path, help="write run statistics as JSON to this path")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    return p
+
+
+def _progress_bar(enabled: bool):
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[fps]:>6.1f} fps"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=err, disable=not enabled, transient=False)
+
+
+def _print_summary(stats) -> None:
+    table = Table(title=f"{stats.frames_out} frames in {stats.wall_s:.1f} s: {stats.fps:.1f} fps end to end")
+    for col in ("stage", "frames", "busy s", "fps"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for name, s in stats.stages.items():
+        table.add_row(name, str(s.frames), f"{s.busy_s:.2f}", f"{s.fps:.1f}")
+    err.print(table)
+    if stats.decode_errors:
+        err.print(f"[yellow]{stats.decode_errors} damaged packet(s) skipped[/]")
+
+
+def _cmd_run(argv: list[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from streamrain.config import build_options
+    from streamrain.pipeline.job import derain_file
+
+    options = build_options(args.pipeline, model=args.model, device=args.device, precision=args.precision,
+                            batch=args.batch, codec=args.codec, crf=args.crf, preset=args.preset,
+                            pix_fmt=args.pix_fmt, copy_audio=args.copy_audio)
+    with _progress_bar(not args.no_progress) as bar:
+        task = bar.add_task(Path(args.input).name[:40], total=None, fps=0.0)
+
+        def on_open(source):
+            bar.update(task, total=source.info.frames or None)
+
+        def progress(stats):
+            bar.update(task, completed=stats.frames_out, fps=stats.fps)
+
+        stats = derain_file(args.input, args.output, options=options, progress=progress, on_open=on_open)
+        bar.update(task, completed=stats.frames_out, total=stats.frames_out, fps=stats.fps)
+    if args.stats_json:
+        args.stats_json.write_text(json.dumps(stats.to_json(), indent=2) + "\n")
+    if not args.no_progress:
+        _print_summary(stats)
+    return 0
+
+
+# -- streamrain models ----------------------------------------------------------------------------
+
+def _cmd_models(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="streamrain models", description="Models and their weights.")
+    sub = p.add_subparsers(dest="action", required=True)
+    ls = sub.add_parser("list", help="list the models")
+    ls.add_argument("--json", action="store_true", help="print a JSON array")
+    args = p.parse_args(argv)
+    from streamrain.modelinfo import describe_models
+
+    rows = describe_models()
+    if args.json:
+        out.print_json(json.dumps(rows))
+        return 0
+    table = Table()
+    for col in ("name", "arch", "params", "GMAC/MP", "weights", "default", "Rain100L PSNR-Y"):
+        table.add_column(col)
+    for r in rows:
+        metric = r["metrics"].get("rain100l_psnr_y")
+        table.add_row(r["name"], r["arch"], f"{r['params']:,}", f"{r['gmac_per_mp']:.1f}",
+                      "yes" if r["weights"] else "no", "*" if r["default"] else "",
+                      f"{metric:.2f}" if metric else "-")
+    out.print(table)
+    return 0
+
+
+# -- streamrain eval ------------------------------------------------------------------------------
+
+def _cmd_eval(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="streamrain eval", description="Score a model on paired folders.")
+    p.add_argument("--model", help="model name; default: the bundled default")
+    p.add_argument("--rainy", type=Path, required=True)
+    p.add_argument("--clean", type=Path, required=True)
+    p.add_argument("--json", type=Path, help="write the result as JSON here")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--limit", type=int, help="only the first N pairs")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    from streamrain.runtime.derainer import Derainer
+    from streamrain.train.evaluate import evaluate
+    from streamrain.zoo import load_model
+
+    derainer = Derainer(load_model(args.model), device=args.device, precision=args.precision)
+    with _progress_bar(True) as bar:
+        task = bar.add_task("eval", total=None, fps=0.0)
+        result = evaluate(derainer, args.rainy, args.clean, limit=args.limit,
+                          on_image=lambda name: bar.advance(task))
+    table = Table(title=f"{result.model} on {result.n} pairs ({derainer.device_label})")
+    for col in ("", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"):
+        table.add_column(col)
+    table.add_row("derained", f"{result.psnr_y:.2f}", f"{result.ssim_y:.4f}", f"{result.psnr_rgb:.2f}",
+                  f"{result.ssim_rgb:.4f}")
+    table.add_row("input", f"{result.input_psnr_y:.2f}", "", "", "")
+    out.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return 0
+
+
+# -- streamrain train -----------------------------------------------------------------------------
+
+def _cmd_train(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="streamrain train", description="Train (or resume) from a recipe.")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--run-dir", type=Path, help="checkpoints and logs (default runs/NAME)")
+    p.add_argument("--steps", type=int, help="stop after this many steps in total (default: the recipe's)")
+    p.add_argument("-v", "--verbose", action="count", default=1)
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    from streamrain.train.recipe import load_recipe
+    from streamrain.train.trainer import Trainer
+
+    recipe = load_recipe(args.recipe)
+    run_dir = args.run_dir or Path("runs") / recipe.name
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.2f} it/s"),
+                  TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task(recipe.name, total=args.steps or recipe.optim.steps, loss=0.0, rate=0.0)
+        trainer = Trainer(recipe, run_dir, max_steps=args.steps,
+                          progress=lambda step, total, loss, rate: bar.update(
+                              task, completed=step, loss=loss, rate=rate))
+        bar.update(task, completed=trainer.step)
+        result = trainer.run()
+    err.print(f"step {result.step}: loss {result.last_loss:.4f}"
+              + (f", validation PSNR {result.val_psnr:.2f} dB" if result.val_psnr else "")
+              + (" (stopped; run again to resume)" if result.stopped_early else ""))
+    return EXIT_SIGTERM if result.stopped_early else 0
+
+
+_COMMANDS = {"models": _cmd_models, "eval": _cmd_eval, "train": _cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if argv and argv[0] in _COMMANDS:
+            return _COMMANDS[argv[0]](argv[1:])
+        return _cmd_run(argv)
+    except StreamrainError as exc:
+        _fail(f"error: {exc}")
+        return EXIT_FAILURE
+    except _Terminated:
+        _fail("terminated; nothing was written")
+        return EXIT_SIGTERM
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was written")
+        return EXIT_SIGINT
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, never wrapped or styled, so scripts can read it."""
+    sys.stderr.write("streamrain: " + " ".join(message.split()) + "\n")
+    sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Run options as a frozen dataclass, and TOML presets (``--pipeline FILE.toml``) that set them.
+
+Precedence: the defaults here (the same as pipelines/file.toml), then a preset, then command-line flags.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Literal
+
+from streamrain.errors import ConfigError
+
+_CHOICES = {
+    "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: str | None = None  # None: the default model
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    batch: int = 4
+    queue_frames: int = 0  # 0: sized from the batch
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "veryfast"
+    pix_fmt: str = "yuv420p"
+    copy_audio: bool = True
+
+    def __post_init__(self):
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if not isinstance(self.batch, int) or self.batch < 1:
+            raise ConfigError(f"batch must be a positive integer; got {self.batch!r}")
+        if not isinstance(self.crf, int) or not 0 <= self.crf <= 63:
+            raise ConfigError(f"crf must be an integer from 0 to 63; got {self.crf!r}")
+
+
+def option_names() -> list[str]:
+    return [f.name for f in fields(RunOptions)]
+
+
+def load_preset(path: Path) -> dict:
+    """The options a preset sets, checked against RunOptions; unknown keys are an error naming them."""
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"preset {path}: no such file") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"preset {path}: {exc}") from exc
+    unknown = sorted(set(values) - set(option_names()))
+    if unknown:
+        raise ConfigError(f"preset {path}: unknown key(s) {', '.join(unknown)}; "
+                          f"allowed: {', '.join(option_names())}")
+    return values
+
+
+def build_options(preset_file: Path | None = None, **overrides) -> RunOptions:
+    """RunOptions from the defaults, an optional preset, and the overrides that are not None."""
+    values = load_preset(preset_file) if preset_file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return replace(RunOptions(), **values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,1 @@
+"""Video input and output with PyAV only (no torch here)."""

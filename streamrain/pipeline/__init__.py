@@ -1,0 +1,1 @@
+"""Stages joined by bounded queues: decode -> batch -> derain -> encode."""

@@ -1,0 +1,42 @@
+"""One offline job: an input (file, URL, lavfi) derained into an output file, nothing half-written."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable
+
+from streamrain.config import RunOptions
+from streamrain.errors import OutputError
+from streamrain.io.sink import EncodeOptions, VideoSink
+from streamrain.io.source import VideoSource, parse_source
+from streamrain.pipeline.runner import Pipeline
+from streamrain.pipeline.stats import RunStats
+from streamrain.runtime.derainer import Derainer
+from streamrain.zoo import load_model
+
+
+def make_derainer(options: RunOptions) -> Derainer:
+    return Derainer(load_model(options.model), device=options.device, precision=options.precision)
+
+
+def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = RunOptions(),
+                derainer: Derainer | None = None, progress: Callable[[RunStats], None] | None = None,
+                on_open: Callable[[VideoSource], None] | None = None,
+                stop_event: threading.Event | None = None) -> RunStats:
+    """Derain ``input_spec`` into ``output``; on any failure nothing is left at ``output``."""
+    output = Path(output)
+    spec = parse_source(input_spec)
+    if Path(spec.url).exists() and output.exists() and output.resolve() == Path(spec.url).resolve():
+        raise OutputError(f"{output}: output would overwrite the input")
+    sink = VideoSink(output, EncodeOptions(codec=options.codec, crf=options.crf, preset=options.preset,
+                                           pix_fmt=options.pix_fmt, copy_audio=options.copy_audio))
+    derainer = derainer or make_derainer(options)
+    with VideoSource(spec, copy_streams=not sink.is_image) as source:
+        if on_open:
+            on_open(source)
+        pipeline = Pipeline(source, derainer, sink, batch=options.batch, policy="offline",
+                            queue_frames=options.queue_frames or None, progress=progress,
+                            model_name=derainer.name, device_label=derainer.device_label,
+                            stop_event=stop_event)
+        return pipeline.run()

@@ -1,0 +1,181 @@
+"""The threaded pipeline: decode -> batch -> derain -> encode, one thread per stage.
+
+Items flowing between stages are ``Frame``s and, in demux order, the packets of streams the sink
+copies (audio, subtitles, data). Offline policy never drops a frame: a full queue makes the stage
+before it wait, so memory stays flat. Live policy never waits on a slow stage: the oldest waiting
+frame is dropped (and counted) so that what comes out is always recent.
+
+The first exception in any stage stops every stage (each notices within a fraction of a second) and
+is re-raised by ``run()``; so is KeyboardInterrupt. The sink is aborted on any failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+from typing import Callable, Literal
+
+import numpy as np
+
+from streamrain.errors import PipelineError, StreamrainError
+from streamrain.io.frames import Frame
+from streamrain.pipeline.queues import END, StageQueue, Stopped
+from streamrain.pipeline.stats import RunStats, Timer
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["offline", "live"]
+
+
+class Pipeline:
+    def __init__(self, source, derain: Callable[[np.ndarray], np.ndarray], sink, *, batch: int = 4,
+                 policy: Policy = "offline", queue_frames: int | None = None,
+                 progress: Callable[[RunStats], None] | None = None, model_name: str = "",
+                 device_label: str = "", stop_event: threading.Event | None = None):
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        if policy not in ("offline", "live"):
+            raise ValueError(f"policy must be 'offline' or 'live', got {policy!r}")
+        self.source, self.derain, self.sink = source, derain, sink
+        self.batch, self.policy, self.progress = batch, policy, progress
+        self.stop = stop_event or threading.Event()
+        depth = queue_frames or (2 * batch + 2 if policy == "offline" else batch)
+        # Room for the other streams' packets between frames (audio runs at ~50 packets/s).
+        self.q_decoded = StageQueue(depth * 4, self.stop)
+        self.q_derained = StageQueue(depth * 4, self.stop)
+        self.stats = RunStats(model=model_name, device=device_label)
+        self._errors: list[tuple[str, BaseException]] = []
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _decode(self) -> None:
+        timing = self.stats.stages["decode"]
+        items = self.source.items()
+        while True:
+            with Timer(timing):
+                item = next(items, END)
+            if item is END:
+                break
+            if isinstance(item, Frame):
+                timing.frames += 1
+                self.stats.frames_in += 1
+                if self.policy == "live":
+                    if isinstance(self.q_decoded.put_latest(item), Frame):
+                        self.stats.dropped += 1
+                    continue
+            self.q_decoded.put(item)
+        self.stats.decode_errors = getattr(self.source, "decode_errors", 0)
+        self.q_decoded.put(END)
+
+    def _derain(self) -> None:
+        timing = self.stats.stages["derain"]
+        pending: list[Frame] = []
+        finished = False
+        while not finished:
+            item = self.q_decoded.get()
+            while True:
+                if item is END:
+                    finished = True
+                    break
+                if not isinstance(item, Frame):
+                    self.q_derained.put(item)  # a copied stream's packet: straight through
+                elif pending and item.rgb_u8.shape != pending[0].rgb_u8.shape:
+                    self._derain_batch(pending, timing)  # frame size changed: never mix sizes
+                    pending = [item]
+                else:
+                    pending.append(item)
+                if len(pending) >= self.batch:
+                    break
+                # Offline waits for a full batch; live takes whatever is there now.
+                item = self.q_decoded.get() if self.policy == "offline" else self.q_decoded.get_nowait()
+                if item is None:
+                    break
+            if pending:
+                self._derain_batch(pending, timing)
+                pending = []
+        self.q_derained.put(END)
+
+    def _derain_batch(self, frames: list[Frame], timing) -> None:
+        with Timer(timing):
+            out = self.derain(np.stack([f.rgb_u8 for f in frames]))
+        timing.frames += len(frames)
+        for f, rgb in zip(frames, out):
+            self.q_derained.put(replace(f, rgb_u8=rgb))
+
+    def _encode(self) -> None:
+        timing = self.stats.stages["encode"]
+        early_packets = []
+        started = False
+        while True:
+            item = self.q_derained.get()
+            if item is END:
+                break
+            with Timer(timing):
+                if isinstance(item, Frame):
+                    if not started:
+                        self.sink.start(self.source.info, getattr(self.source, "other_streams", ()))
+                        started = True
+                        for packet in early_packets:
+                            self.sink.write_other(packet)
+                        early_packets.clear()
+                    self.sink.write(item)
+                    timing.frames += 1
+                    self.stats.frames_out += 1
+                elif started:
+                    self.sink.write_other(item)
+                else:
+                    early_packets.append(item)
+        with Timer(timing):
+            self.sink.commit()
+
+    # -- orchestration ------------------------------------------------------------------------
+
+    def _guard(self, name: str, stage: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                stage()
+            except Stopped:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - every failure must stop the other stages
+                self._errors.append((name, exc))
+                self.stop.set()
+        return run
+
+    def run(self) -> RunStats:
+        threads = [
+            threading.Thread(target=self._guard(name, fn), name=f"streamrain-{name}", daemon=True)
+            for name, fn in (("decode", self._decode), ("derain", self._derain), ("encode", self._encode))
+        ]
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.1)
+                if self.progress:
+                    self.progress(self.stats)
+        except BaseException:
+            self.stop.set()
+            self._join(threads)
+            self.sink.abort()
+            raise
+        finally:
+            self.stats.ended_s = time.monotonic()
+        if self._errors:
+            self.sink.abort()
+            name, exc = self._errors[0]
+            if isinstance(exc, StreamrainError):
+                raise exc
+            raise PipelineError(f"{name} stage failed: {type(exc).__name__}: {exc}") from exc
+        if self.stop.is_set():  # stopped from outside (Ctrl-C in a caller, --duration in live mode)
+            self.sink.abort()
+            raise KeyboardInterrupt
+        return self.stats
+
+    @staticmethod
+    def _join(threads: list[threading.Thread], timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))

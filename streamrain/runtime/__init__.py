@@ -1,0 +1,1 @@
+"""Turns a network into a frame function: device, precision, padding, channel order."""

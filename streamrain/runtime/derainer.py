@@ -1,0 +1,82 @@
+"""Derainer: uint8 RGB frame batches in, uint8 RGB frame batches out, on CPU or CUDA.
+
+Layout: ``rgb_u8_bhwc`` numpy uint8 ``(B, H, W, 3)``. On the CPU the batch is viewed as a
+channels_last ``(B, 3, H, W)`` tensor without a copy and run under bf16 autocast where the CPU has
+native bf16 (AVX-512 BF16 / AMX); on CUDA it goes through pinned staging buffers and a copy stream,
+in fp16.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+import torch
+
+from streamrain.errors import ModelError
+from streamrain.runtime.wrapper import DerainModule
+
+log = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(device: Device) -> torch.device:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r}; allowed: auto, cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda: no CUDA GPU is available to torch")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ModelError(f"unknown precision {precision!r}; allowed: auto, fp32, bf16, fp16")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Derainer:
+    """Callable: ``derainer(rgb_u8_bhwc) -> rgb_u8_bhwc``."""
+
+    def __init__(self, module: DerainModule, *, device: Device = "auto", precision: Precision = "auto"):
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.module = module.eval().to(self.device)
+        self.name = module.name
+        if self.device.type == "cpu":
+            self.module.to(memory_format=torch.channels_last)
+            self._run = self._run_cpu
+        else:
+            from streamrain.runtime.cuda import CudaRunner
+            self._run = CudaRunner(self.module, self.dtype, self.device)
+        log.info("model %s on %s in %s", self.name, self.device, str(self.dtype).removeprefix("torch."))
+
+    @property
+    def device_label(self) -> str:
+        return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}"
+
+    def __call__(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
+        return self._run(rgb_u8_bhwc)
+
+    def _run_cpu(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
+        frames = torch.from_numpy(rgb_u8_bhwc).permute(0, 3, 1, 2)  # a channels_last view, no copy
+        with torch.inference_mode():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
+                out = self.module(frames.float().div_(255.0))
+            out_u8 = out.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+            return out_u8.permute(0, 2, 3, 1).contiguous().numpy()

@@ -1,0 +1,1 @@
+"""Training and evaluation: rain synthesis, datasets, losses, metrics, trainer."""

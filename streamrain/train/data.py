@@ -1,0 +1,107 @@
+"""Training data: clean images (and frames of clean clips) turned into rainy/clean pairs on the fly.
+
+Images are read with PyAV (no extra image library) and kept in memory as uint8 ``(3, H, W)`` tensors,
+shrunk so that their longest side is at most ``max_side``. Patches get scale jitter and flips, then
+rain from ``streamrain.train.synth``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import av
+import torch
+import torch.nn.functional as F
+
+from streamrain.train.synth import RainParams, add_rain
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
+
+
+def _frame_to_chw(frame: av.VideoFrame, max_side: int) -> torch.Tensor:
+    scale = min(1.0, max_side / max(frame.width, frame.height))
+    if scale < 1.0:
+        frame = frame.reformat(
+            width=max(2, round(frame.width * scale)), height=max(2, round(frame.height * scale)),
+            interpolation="AREA",
+        )
+    return torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1).contiguous()
+
+
+def read_image(path: Path, *, max_side: int = 100_000) -> torch.Tensor:
+    """uint8 RGB (3, H, W) of the first frame of an image file."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return _frame_to_chw(frame, max_side)
+
+
+def read_clip_frames(path: Path, *, every: int, max_side: int) -> list[torch.Tensor]:
+    with av.open(str(path)) as container:
+        return [
+            _frame_to_chw(frame, max_side)
+            for i, frame in enumerate(container.decode(video=0)) if i % every == 0
+        ]
+
+
+def list_media(dirs: list[Path], *, exclude: tuple[str, ...] = ()) -> list[Path]:
+    files = []
+    for d in dirs:
+        for p in sorted(Path(d).rglob("*")):
+            rel = str(p.relative_to(d))
+            if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not any(x in rel for x in exclude):
+                files.append(p)
+    return files
+
+
+def load_clean_pool(
+    dirs: list[Path], *, max_side: int, min_side: int, clip_every: int = 25, exclude: tuple[str, ...] = (),
+) -> list[torch.Tensor]:
+    """Every usable clean picture under ``dirs``; unreadable files are logged and skipped."""
+    pool: list[torch.Tensor] = []
+    for path in list_media(dirs, exclude=exclude):
+        try:
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                images = read_clip_frames(path, every=clip_every, max_side=max_side)
+            else:
+                images = [read_image(path, max_side=max_side)]
+        except (av.FFmpegError, StopIteration) as exc:
+            log.warning("skipping %s: %s", path, exc)
+            continue
+        pool.extend(im for im in images if min(im.shape[1:]) >= min_side)
+    if not pool:
+        raise ValueError(f"no clean images of at least {min_side} px found under {[str(d) for d in dirs]}")
+    return pool
+
+
+class SyntheticPairs:
+    """Draws batches of (rainy, clean) float patches, deterministic for a given generator state."""
+
+    def __init__(self, pool: list[torch.Tensor], *, patch: int, rain: RainParams,
+                 scale: tuple[float, float] = (0.5, 1.0)):
+        self.pool = pool
+        self.patch = patch
+        self.rain = rain
+        self.scale = scale
+
+    def _crop(self, gen: torch.Generator) -> torch.Tensor:
+        image = self.pool[int(torch.randint(len(self.pool), (1,), generator=gen))]
+        _, h, w = image.shape
+        s = self.scale[0] + (self.scale[1] - self.scale[0]) * float(torch.rand(1, generator=gen))
+        side = min(h, w, max(self.patch, round(self.patch / s)))
+        top = int(torch.randint(h - side + 1, (1,), generator=gen))
+        left = int(torch.randint(w - side + 1, (1,), generator=gen))
+        crop = image[:, top:top + side, left:left + side].float().div_(255)
+        if side != self.patch:
+            crop = F.interpolate(crop[None], size=(self.patch, self.patch), mode="bilinear",
+                                 antialias=True, align_corners=False)[0]
+        if float(torch.rand(1, generator=gen)) < 0.5:
+            crop = crop.flip(-1)
+        return crop
+
+    def batch(self, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        clean = torch.stack([self._crop(gen) for _ in range(size)]).clamp_(0, 1)
+        return add_rain(clean, self.rain, gen), clean

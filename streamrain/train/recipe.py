@@ -1,0 +1,103 @@
+"""Training recipes: TOML files in models/ that say everything a training run needs."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from streamrain.archs import ARCHS
+from streamrain.train.losses import LOSSES
+from streamrain.train.synth import RainParams
+
+
+class RecipeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DataSection:
+    clean_dirs: tuple[Path, ...]
+    exclude: tuple[str, ...] = ()
+    max_side: int = 1024
+    min_side: int = 160
+    patch: int = 128
+    batch: int = 16
+    scale: tuple[float, float] = (0.5, 1.0)
+    clip_every: int = 25
+    val_every_nth_image: int = 20  # held out from training, used only for validation
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    lr: float = 2e-3
+    steps: int = 20_000
+    warmup_steps: int = 300
+    min_lr_ratio: float = 0.02
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    seed: int = 0
+    checkpoint_every_s: float = 120.0
+    val_every: int = 1000
+    val_batches: int = 4
+    bf16: bool = True
+    threads: int = 0  # 0: torch's default
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    arch: str
+    arch_args: dict
+    data: DataSection
+    rain: RainParams
+    optim: OptimSection
+    loss: dict[str, float]
+    train: TrainSection
+    path: Path | None = field(default=None, compare=False)
+
+
+def _section(cls, values: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def load_recipe(path: Path) -> Recipe:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RecipeError(f"{path}: {exc}") from exc
+    allowed = {"name", "arch", "arch_args", "data", "rain", "optim", "loss", "train"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise RecipeError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    for key in ("name", "arch", "data"):
+        if key not in raw:
+            raise RecipeError(f"{path}: missing required key {key!r}")
+    if raw["arch"] not in ARCHS:
+        raise RecipeError(f"{path}: unknown arch {raw['arch']!r}; known: {sorted(ARCHS)}")
+    data = dict(raw["data"])
+    # Relative data folders are relative to the recipe file, so a recipe works from any directory.
+    data["clean_dirs"] = [(path.parent / d).resolve() for d in data.get("clean_dirs", [])]
+    loss = dict(raw.get("loss", {"charbonnier": 1.0}))
+    unknown_loss = sorted(set(loss) - set(LOSSES))
+    if unknown_loss:
+        raise RecipeError(f"{path}: unknown loss term(s) {unknown_loss}; allowed: {sorted(LOSSES)}")
+    try:
+        rain = RainParams.from_dict(raw.get("rain", {}))
+    except ValueError as exc:
+        raise RecipeError(f"{path}: [rain] {exc}") from exc
+    return Recipe(
+        name=raw["name"], arch=raw["arch"], arch_args=dict(raw.get("arch_args", {})),
+        data=_section(DataSection, data, f"{path} [data]"), rain=rain,
+        optim=_section(OptimSection, raw.get("optim", {}), f"{path} [optim]"),
+        loss=loss, train=_section(TrainSection, raw.get("train", {}), f"{path} [train]"), path=path,
+    )

@@ -1,0 +1,180 @@
+"""A resumable trainer: everything needed to continue (model, optimiser, schedule, RNG, step) is saved
+every few minutes and on SIGTERM/SIGINT, and a run started again in the same folder picks it up.
+
+The run folder holds ``checkpoint.pt`` (full state), ``log.jsonl`` (one line per validation) and,
+at the end, ``model.safetensors`` (fp16 weights with arch metadata) for shipping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from streamrain.archs import ARCHS
+from streamrain.train.data import SyntheticPairs, load_clean_pool
+from streamrain.train.losses import combined_loss
+from streamrain.train.recipe import Recipe
+from streamrain.weights import save_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped_early: bool
+    last_loss: float
+    val_psnr: float | None
+
+
+def _lr_factor(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> float:
+    mse = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
+    return (10 * torch.log10(1 / mse)).mean().item()
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, run_dir: Path, *, max_steps: int | None = None,
+                 progress=None):
+        self.recipe = recipe
+        self.run_dir = Path(run_dir)
+        self.total_steps = recipe.optim.steps if max_steps is None else max_steps
+        self.progress = progress  # callable(step, total, loss, it_per_s) or None
+        if recipe.train.threads:
+            torch.set_num_threads(recipe.train.threads)
+        torch.manual_seed(recipe.train.seed)
+        self.model = ARCHS[recipe.arch](**recipe.arch_args)
+        self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: _lr_factor(s, warmup=recipe.optim.warmup_steps, total=recipe.optim.steps,
+                                 min_ratio=recipe.optim.min_lr_ratio))
+        self.loss_fn = combined_loss(recipe.loss)
+        self.gen = torch.Generator().manual_seed(recipe.train.seed)
+        self.step = 0
+        self._stop_requested = False
+        self._load_data()
+        self._resume()
+
+    def _load_data(self) -> None:
+        d = self.recipe.data
+        pool = load_clean_pool(list(d.clean_dirs), max_side=d.max_side, min_side=d.min_side,
+                               clip_every=d.clip_every, exclude=d.exclude)
+        n = d.val_every_nth_image
+        train = [im for i, im in enumerate(pool) if n <= 1 or i % n != n - 1]
+        val = [im for i, im in enumerate(pool) if n > 1 and i % n == n - 1] or pool[:1]
+        self.pairs = SyntheticPairs(train, patch=d.patch, rain=self.recipe.rain, scale=d.scale)
+        # A fixed validation set: same held-out images, same rain, every time and every resume.
+        val_gen = torch.Generator().manual_seed(12345)
+        val_pairs = SyntheticPairs(val, patch=d.patch, rain=self.recipe.rain, scale=(1.0, 1.0))
+        self.val_set = [val_pairs.batch(d.batch, val_gen) for _ in range(self.recipe.train.val_batches)]
+        log.info("training on %d clean images, validating on %d held out", len(train), len(val))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def _resume(self) -> None:
+        if not self.checkpoint_path.exists():
+            return
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        if state["recipe_name"] != self.recipe.name:
+            raise ValueError(f"{self.checkpoint_path} belongs to recipe {state['recipe_name']!r}, "
+                             f"not {self.recipe.name!r}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+        log.info("resumed %s at step %d", self.checkpoint_path, self.step)
+
+    def save_checkpoint(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "recipe_name": self.recipe.name, "step": self.step,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self.checkpoint_path.with_name("checkpoint.pt.tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.checkpoint_path)  # a kill mid-save never leaves a broken checkpoint
+
+    def validate(self) -> float:
+        self.model.eval()
+        with torch.inference_mode():
+            scores = [_psnr_batch(self.model(rainy.contiguous(memory_format=torch.channels_last)), clean)
+                      for rainy, clean in self.val_set]
+        self.model.train()
+        return sum(scores) / len(scores)
+
+    def _request_stop(self, signum, frame) -> None:
+        self._stop_requested = True
+
+    def run(self) -> TrainResult:
+        previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        cfg = self.recipe.train
+        last_save = time.monotonic()
+        loss_value, val_psnr = float("nan"), None
+        window_start, window_steps = time.monotonic(), 0
+        self.model.train()
+        try:
+            while self.step < self.total_steps and not self._stop_requested:
+                rainy, clean = self.pairs.batch(self.recipe.data.batch, self.gen)
+                rainy = rainy.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    pred = self.model(rainy)
+                loss = self.loss_fn(pred.float(), clean)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.recipe.optim.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.optim.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                window_steps += 1
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"loss became {loss_value} at step {self.step}")
+                if self.progress:
+                    rate = window_steps / max(1e-9, time.monotonic() - window_start)
+                    self.progress(self.step, self.total_steps, loss_value, rate)
+                if cfg.val_every and self.step % cfg.val_every == 0:
+                    val_psnr = self.validate()
+                    self._log({"step": self.step, "loss": loss_value, "val_psnr": val_psnr,
+                               "lr": self.scheduler.get_last_lr()[0], "time": time.time()})
+                if time.monotonic() - last_save > cfg.checkpoint_every_s:
+                    self.save_checkpoint()
+                    last_save = time.monotonic()
+            self.save_checkpoint()
+            if self.step >= self.total_steps:
+                self.export(self.run_dir / "model.safetensors")
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return TrainResult(self.step, self._stop_requested, loss_value, val_psnr)
+
+    def _log(self, record: dict) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def export(self, path: Path) -> None:
+        save_weights(path, self.model, arch=self.recipe.arch, arch_args=self.recipe.arch_args,
+                     extra={"recipe": self.recipe.name, "steps": str(self.step)})

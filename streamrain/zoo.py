@@ -1,0 +1,101 @@
+"""Model names -> architecture, weight file and what is known about them.
+
+Bundled weights live in ``streamrain/weights/`` (package data, so an installed copy works offline),
+each ``NAME.safetensors`` with an optional ``NAME.json`` of measured metrics. Weights a user imports or
+trains go to ``$STREAMRAIN_HOME/models`` (default: the user's cache folder), with the same layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from streamrain.archs import ARCHS
+from streamrain.errors import ModelError
+from streamrain.runtime.wrapper import DerainModule
+from streamrain.weights import WeightsError, build_from_weights, read_metadata
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = "srnet-v1"
+
+# Published networks with no weights we may ship: how a user gets some.
+_HOW_TO_GET = {
+    "aimhnet": "no public weights exist; train them with `streamrain train models/aimhnet.toml`",
+    "remaen": "no usable public weights exist; train them with `streamrain train models/remaen.toml`",
+    "sdsen": "no public weights exist; train them with `streamrain train models/sdsen.toml`",
+    "dpenet": "import the authors' checkpoint: `streamrain models import dpenet PATH.pth --name dpenet`",
+    "spanet": "import the authors' checkpoint: `streamrain models import spanet PATH --name spanet`",
+}
+
+
+def user_dir() -> Path:
+    home = os.environ.get("STREAMRAIN_HOME")
+    if home:
+        return Path(home) / "models"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "streamrain" / "models"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    arch: str
+    weights: Path | None
+    default: bool = False
+    metrics: dict = field(default_factory=dict)
+    how_to_get: str = ""
+
+
+def _entry_from_file(path: Path) -> ModelEntry:
+    name = path.name.removesuffix(".safetensors")
+    try:
+        arch = read_metadata(path).get("arch", "?")
+    except WeightsError:
+        arch = "?"
+    card = path.with_suffix(".json")
+    metrics = json.loads(card.read_text()).get("metrics", {}) if card.exists() else {}
+    return ModelEntry(name, arch, path, default=name == DEFAULT_MODEL, metrics=metrics)
+
+
+def catalog() -> dict[str, ModelEntry]:
+    """Every known model: bundled, user-installed (these win on a name clash), and weightless seeds."""
+    entries: dict[str, ModelEntry] = {
+        arch: ModelEntry(arch, arch, None, how_to_get=how) for arch, how in _HOW_TO_GET.items() if arch in ARCHS
+    }
+    for folder in (BUNDLED_DIR, user_dir()):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.safetensors")):
+                entry = _entry_from_file(path)
+                entries[entry.name] = entry
+    return entries
+
+
+def list_models() -> list[str]:
+    """Names of every known model (with or without usable weights)."""
+    return sorted(catalog())
+
+
+def resolve(name: str | None) -> ModelEntry:
+    name = name or DEFAULT_MODEL
+    entries = catalog()
+    if name not in entries:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(entries))}")
+    entry = entries[name]
+    if entry.weights is None:
+        raise ModelError(f"model {name!r} has no weights here: {entry.how_to_get}")
+    return entry
+
+
+def load_model(name: str | None = None, *, device: str = "cpu") -> torch.nn.Module:
+    """The model ``name`` (None: the default) as a module mapping float32 RGB (B, 3, H, W) in [0, 1],
+    any H and W, to the derained image of the same shape."""
+    entry = resolve(name)
+    try:
+        net = build_from_weights(entry.weights)
+    except WeightsError as exc:
+        raise ModelError(str(exc)) from exc
+    return DerainModule(net, name=entry.name, arch=entry.arch).to(device).eval()
