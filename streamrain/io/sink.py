@@ -46,8 +46,17 @@ def temporary_path(target: Path) -> Path:
     return target.with_name(f".{target.stem}.streamrain-{os.getpid()}.partial{target.suffix}")
 
 
+# MP4-family muxers accept some codecs in the header and then fail at the trailer (PCM with an
+# unnamed channel layout, for one), so for them only codecs known to work are copied.
+_MP4_FAMILY = {"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"}
+_MP4_AUDIO_COPY = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}
+
+
 def audio_copy_works(container_format: str, stream: av.stream.Stream) -> bool:
     """Whether ``container_format`` takes ``stream``'s codec as is (checked by writing a header)."""
+    if container_format in _MP4_FAMILY and stream.type == "audio" \
+            and stream.codec_context.name not in _MP4_AUDIO_COPY:
+        return False
     buffer = io.BytesIO()
     try:
         with av.open(buffer, "w", format=container_format) as probe:
@@ -60,6 +69,16 @@ def audio_copy_works(container_format: str, stream: av.stream.Stream) -> bool:
         return False
 
 
+_NATIVE_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}
+
+
+def _aac_layout(layout) -> str:
+    """A layout the AAC encoder accepts: 'N channels' (no channel mask, e.g. PCM in MKV) is not one."""
+    if layout.name.endswith("channels"):
+        return _NATIVE_LAYOUTS.get(layout.nb_channels, "stereo")
+    return layout.name
+
+
 class _CopiedStream:
     """One non-video input stream in the output: packets copied, or audio decoded and re-encoded."""
 
@@ -70,9 +89,9 @@ class _CopiedStream:
             self.out = container.add_stream_from_template(template)
             self.decoder = None
         else:
-            self.out = container.add_stream("aac", rate=template.codec_context.sample_rate or 48000)
-            self.out.layout = template.codec_context.layout
-            self.decoder = template.codec_context
+            cc = template.codec_context
+            self.out = container.add_stream("aac", rate=cc.sample_rate or 48000, layout=_aac_layout(cc.layout))
+            self.decoder = cc
 
     def packets(self, packet: av.Packet):
         if self.copy:
@@ -243,4 +262,8 @@ class VideoSink:
             except Exception:  # closing a broken muxer may fail; the file goes either way
                 pass
             self.container = None
+        self.discard_file()
+
+    def discard_file(self) -> None:
+        """Remove the temporary file without touching the muxer (safe from any thread)."""
         self.tmp.unlink(missing_ok=True)

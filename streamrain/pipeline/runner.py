@@ -158,8 +158,12 @@ class Pipeline:
                     self.progress(self.stats)
         except BaseException:
             self.stop.set()
-            self._join(threads)
-            self.sink.abort()
+            if self._join(threads):
+                self.sink.abort()
+            else:  # a stage is stuck inside a native call: closing its muxer under it could crash
+                log.warning("stages still running after the stop: %s",
+                            ", ".join(t.name for t in threads if t.is_alive()))
+                self.sink.discard_file()
             raise
         finally:
             self.stats.ended_s = time.monotonic()
@@ -175,7 +179,9 @@ class Pipeline:
         return self.stats
 
     @staticmethod
-    def _join(threads: list[threading.Thread], timeout_s: float = 10.0) -> None:
+    def _join(threads: list[threading.Thread], timeout_s: float = 30.0) -> bool:
+        """Wait for the stages to notice the stop (each does within one batch); True if all ended."""
         deadline = time.monotonic() + timeout_s
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
