@@ -113,3 +113,23 @@ def add_rain(clean: torch.Tensor, params: RainParams, gen: torch.Generator) -> t
     v = veil[:, None, None, None]
     rainy = rainy * (1 - v) + v * light[:, None, None, None]
     return rainy.clamp(0, 1)
+
+
+def falling_rain(frames: int, height: int, width: int, params: RainParams, gen: torch.Generator, *,
+                 speed_px: float = 24.0) -> torch.Tensor:
+    """Rain for a video, (frames, 1, height, width): each layer is one tall streak field that slides
+    along its fall direction from frame to frame, so a drop moves instead of flickering."""
+    travel = int(math.ceil(speed_px * frames)) + 1
+    tall = height + travel
+    angle = torch.deg2rad(_uniform(1, params.angle_deg, gen))
+    layers = int(torch.randint(int(params.layers[0]), int(params.layers[1]) + 1, (1,), generator=gen))
+    rain = torch.zeros(frames, 1, height, width)
+    for layer in range(layers):
+        speed = speed_px * (1.0 + 0.5 * layer)  # nearer layers fall faster
+        field = streak_layer(1, tall, width, params, gen, angles_rad=angle)[0, 0]
+        dx_per_px = math.tan(float(angle))
+        for t in range(frames):
+            top = int(round(travel - speed * t)) % (tall - height + 1)
+            shift = int(round(speed * t * dx_per_px)) % width
+            rain[t, 0] += torch.roll(field[top:top + height], shifts=-shift, dims=1)
+    return rain.clamp(0, 1)

@@ -1,0 +1,129 @@
+"""Training parts: metrics against scikit-image, rain synthesis, recipes, and a short resumable run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from streamrain.train.metrics import psnr, rgb_to_y, ssim
+from streamrain.train.recipe import RecipeError, load_recipe
+from streamrain.train.synth import RainParams, add_rain, falling_rain
+from streamrain.train.trainer import Trainer
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def test_metrics_agree_with_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics", reason="scikit-image is the oracle (dev extra)")
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 40, 52)).astype(np.float64)
+    b = np.clip(a + rng.normal(0, 12, a.shape), 0, 255).round()
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ref_ssim = metrics.structural_similarity(a.transpose(1, 2, 0), b.transpose(1, 2, 0), data_range=255,
+                                             gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                             channel_axis=2)
+    assert ssim(ta, tb) == pytest.approx(ref_ssim, abs=1e-4)
+    assert psnr(ta, tb) == pytest.approx(metrics.peak_signal_noise_ratio(a, b, data_range=255), abs=0.01)
+    ya, yb = rgb_to_y(ta), rgb_to_y(tb)
+    ref_y = metrics.structural_similarity(ya[0].numpy(), yb[0].numpy(), data_range=255, gaussian_weights=True,
+                                          sigma=1.5, use_sample_covariance=False)
+    assert ssim(ya, yb) == pytest.approx(ref_y, abs=1e-4)
+
+
+def test_luma_is_matlab_bt601():
+    white, black = torch.full((3, 1, 1), 255.0), torch.zeros(3, 1, 1)
+    assert rgb_to_y(white).item() == 235 and rgb_to_y(black).item() == 16
+
+
+def test_rain_is_added_within_range_and_follows_density():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.full((4, 3, 64, 64), 0.4)
+    light = add_rain(clean, RainParams(density=(0.001, 0.001), layers=(1, 1)), gen)
+    heavy = add_rain(clean, RainParams(density=(0.01, 0.01), layers=(1, 1)), gen)
+    assert light.min() >= 0.4 - 1e-6 and heavy.max() <= 1.0
+    assert (heavy - clean).mean() > 3 * (light - clean).mean() > 0
+
+
+def test_falling_rain_moves_between_frames():
+    gen = torch.Generator().manual_seed(1)
+    rain = falling_rain(3, 48, 48, RainParams(angle_deg=(0.0, 0.0), layers=(1, 1)), gen, speed_px=5.0)
+    assert rain.shape == (3, 1, 48, 48)
+    # Frame 1 is frame 0 moved down by 5 px (same drops, not new ones).
+    assert torch.allclose(rain[1, 0, 5:], rain[0, 0, :-5], atol=1e-5)
+    assert not torch.allclose(rain[1], rain[0])
+
+
+@pytest.mark.parametrize("recipe", sorted(MODELS.glob("*.toml")), ids=lambda p: p.name)
+def test_every_recipe_loads(recipe):
+    r = load_recipe(recipe)
+    assert r.name and r.optim.steps > 0
+
+
+def test_recipe_unknown_key_is_named(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('name = "x"\narch = "srnet"\n[data]\nclean_dirs = []\nbatchsize = 3\n')
+    with pytest.raises(RecipeError, match="unknown key\\(s\\) \\['batchsize'\\]"):
+        load_recipe(path)
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    images = tmp_path / "clean"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        smooth = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8).repeat(8, 0).repeat(8, 1)
+        av.VideoFrame.from_ndarray(smooth, format="rgb24").save(str(images / f"{i}.png"))
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(f"""
+name = "tiny"
+arch = "srnet"
+[arch_args]
+half_channels = 8
+quarter_channels = 8
+blocks = 1
+[data]
+clean_dirs = ["{images}"]
+min_side = 32
+patch = 32
+batch = 4
+val_every_nth_image = 3
+[optim]
+lr = 3e-3
+steps = 20
+warmup_steps = 2
+[train]
+seed = 3
+val_every = 10
+val_batches = 1
+bf16 = false
+threads = 1
+""")
+    return load_recipe(recipe)
+
+
+def test_short_run_learns_and_resumes_exactly(tiny_recipe, tmp_path):
+    losses = []
+    straight = Trainer(tiny_recipe, tmp_path / "straight", progress=lambda s, t, loss, r: losses.append(loss))
+    result = straight.run()
+    assert result.step == 20 and (tmp_path / "straight" / "model.safetensors").exists()
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+    first = Trainer(tiny_recipe, tmp_path / "resumed", max_steps=10)
+    assert first.run().step == 10 and first.checkpoint_path.exists()
+    second = Trainer(tiny_recipe, tmp_path / "resumed")
+    assert second.step == 10  # picked up from the checkpoint
+    assert second.run().step == 20
+    for a, b in zip(straight.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_resume_refuses_another_recipes_checkpoint(tiny_recipe, tmp_path):
+    Trainer(tiny_recipe, tmp_path / "run", max_steps=1).run()
+    with pytest.raises(ValueError, match="belongs to recipe 'tiny'"):
+        Trainer(replace(tiny_recipe, name="other"), tmp_path / "run")
