@@ -2,8 +2,10 @@
 
 Matches ``pytorch_wavelets.DWTForward(J=1, wave="haar", mode="zero")`` and
 ``DWTInverse(wave="haar")`` (the pair AIMHNet was written with) without depending on that
-package at runtime: it is a 2x2 space-to-depth (``pixel_unshuffle``) followed by a butterfly of
-additions, so it exports with ``torch.export`` under dynamic H and W and runs anywhere.
+package at runtime: the analysis is one depthwise stride-2 ``conv2d`` with four 2x2 filters per
+channel and the synthesis one depthwise stride-2 ``conv_transpose2d`` with the same filters
+(the orthonormal Haar matrix is its own inverse). Both export with ``torch.export`` under
+dynamic H and W as two or three graph nodes.
 
 Band layout, for a 2x2 block with ``a`` top-left, ``b`` top-right, ``c`` bottom-left and ``d``
 bottom-right (pytorch_wavelets' ``yl`` and ``yh[0][:, :, k]``)::
@@ -13,8 +15,8 @@ bottom-right (pytorch_wavelets' ``yl`` and ``yh[0][:, :, k]``)::
     band1 = (a - b + c - d) / 2
     band2 = (a - b - c + d) / 2
 
-The inverse is the exact orthonormal inverse. Results agree with pytorch_wavelets to float
-rounding (it multiplies by 1/sqrt(2) twice where this divides by 2 once).
+Results agree with pytorch_wavelets to float rounding (it multiplies by 1/sqrt(2) twice
+where this multiplies by 1/2 once, which is exact).
 
 Tensor contract: ``haar_dwt`` takes ``(B, C, H, W)`` and returns ``ll`` ``(B, C, h, w)`` and
 ``high`` ``(B, C, 3, h, w)`` with ``h = ceil(H / 2)``, ``w = ceil(W / 2)``; an odd side is
@@ -33,52 +35,58 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# Rows: LL, band0, band1, band2; columns: a, b, c, d (the 2x2 block in row-major order).
+_HAAR_ROWS = (
+    (0.5, 0.5, 0.5, 0.5),
+    (0.5, 0.5, -0.5, -0.5),
+    (0.5, -0.5, 0.5, -0.5),
+    (0.5, -0.5, -0.5, 0.5),
+)
+_BAND_MAJOR_ORDER = (1, 2, 3, 0)  # AIMHNet's "T" puts LL last
 
-def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-level Haar DWT: ``(B, C, H, W)`` -> ``(ll (B, C, h, w), high (B, C, 3, h, w))``."""
-    batch, channels, height, width = x.shape
+
+def _filters(channels: int, like: torch.Tensor, order: tuple[int, ...] = (0, 1, 2, 3)) -> torch.Tensor:
+    """Depthwise filter bank ``(4 * channels, 1, 2, 2)``: for each channel the bands in ``order``."""
+    bank = torch.tensor([_HAAR_ROWS[k] for k in order], dtype=like.dtype, device=like.device)
+    return bank.reshape(4, 1, 2, 2).repeat(channels, 1, 1, 1)
+
+
+def _analysis(x: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, 4C, h, w)`` with channel ``4c + k`` = band ``order[k]`` of channel c."""
+    height, width = x.shape[-2], x.shape[-1]
     pad_h, pad_w = height % 2, width % 2
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
-    # pixel_unshuffle puts the 2x2 block of channel c at channels 4c + (2*row + col).
-    blocks = F.pixel_unshuffle(x, 2)
-    blocks = blocks.reshape(batch, channels, 4, blocks.shape[-2], blocks.shape[-1])
-    a, b, c, d = blocks.unbind(2)
-    top_sum, top_diff = a + b, a - b
-    bottom_sum, bottom_diff = c + d, c - d
-    ll = (top_sum + bottom_sum) * 0.5
-    high = torch.stack(
-        ((top_sum - bottom_sum) * 0.5, (top_diff + bottom_diff) * 0.5, (top_diff - bottom_diff) * 0.5),
-        dim=2,
-    )
-    return ll, high
+    channels = x.shape[1]
+    return F.conv2d(x, _filters(channels, x, order), stride=2, groups=channels)
+
+
+def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-level Haar DWT: ``(B, C, H, W)`` -> ``(ll (B, C, h, w), high (B, C, 3, h, w))``."""
+    y = _analysis(x, (0, 1, 2, 3))
+    y = y.reshape(y.shape[0], x.shape[1], 4, y.shape[-2], y.shape[-1])
+    return y[:, :, 0], y[:, :, 1:]
 
 
 def haar_idwt(ll: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """Inverse of ``haar_dwt``: ``ll (B, C, h, w)``, ``high (B, C, 3, h, w)`` -> ``(B, C, 2h, 2w)``."""
-    band0, band1, band2 = high.unbind(2)
-    low_sum, low_diff = ll + band0, ll - band0
-    odd_sum, odd_diff = band1 + band2, band1 - band2
-    a = (low_sum + odd_sum) * 0.5
-    b = (low_sum - odd_sum) * 0.5
-    c = (low_diff + odd_diff) * 0.5
-    d = (low_diff - odd_diff) * 0.5
-    blocks = torch.stack((a, b, c, d), dim=2)
+    groups = torch.cat((ll.unsqueeze(2), high), dim=2)
     batch, channels = ll.shape[0], ll.shape[1]
-    blocks = blocks.reshape(batch, channels * 4, ll.shape[-2], ll.shape[-1])
-    return F.pixel_shuffle(blocks, 2)
+    return idwt_interleaved(groups.reshape(batch, 4 * channels, ll.shape[-2], ll.shape[-1]))
 
 
 def dwt_band_major(x: torch.Tensor) -> torch.Tensor:
     """AIMHNet's down-transform "T": ``(B, C, H, W)`` -> ``(B, 4C, h, w)`` as ``[band0, band1, band2, LL]``."""
-    ll, high = haar_dwt(x)
-    band0, band1, band2 = high.unbind(2)
-    return torch.cat((band0, band1, band2, ll), dim=1)
+    y = _analysis(x, _BAND_MAJOR_ORDER)
+    batch, channels, height, width = y.shape[0], x.shape[1], y.shape[-2], y.shape[-1]
+    return y.reshape(batch, channels, 4, height, width).transpose(1, 2).reshape(batch, 4 * channels, height, width)
 
 
 def idwt_interleaved(x: torch.Tensor) -> torch.Tensor:
     """AIMHNet's up-transform: ``(B, 4C', h, w)`` read as C' groups of (LL, band0, band1, band2) -> ``(B, C', 2h, 2w)``."""
-    batch, channels4, height, width = x.shape
-    torch._check(channels4 % 4 == 0, lambda: f"channel count {channels4} is not a multiple of 4")
-    groups = x.reshape(batch, channels4 // 4, 4, height, width)
-    return haar_idwt(groups[:, :, 0], groups[:, :, 1:])
+    channels4 = x.shape[1]
+    if channels4 % 4:
+        raise ValueError(f"idwt_interleaved needs a multiple of 4 channels, got {channels4}")
+    channels = channels4 // 4
+    # The orthonormal Haar matrix is symmetric, so synthesis uses the analysis filters.
+    return F.conv_transpose2d(x, _filters(channels, x), stride=2, groups=channels)

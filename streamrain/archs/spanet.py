@@ -35,7 +35,7 @@ Differences from upstream (and why):
   composition (for any sign of ``w``), and a Hillis-Steele prefix scan over them takes
   ``ceil(log2(scan_max_len))`` fixed steps of element-wise ops (masked where the shift exceeds
   the line length). Exact in real arithmetic; agrees with the loop to float rounding. Lines
-  longer than ``scan_max_len`` (default 8192) are rejected. ``irnn_impl`` selects
+  longer than ``scan_max_len`` (default 4096) are rejected. ``irnn_impl`` selects
   ``"loop"``, ``"scan"`` or ``"auto"`` (scan only while exporting/compiling).
 - **Direction attention is skipped.** Upstream computes an attention map (``attention_layer``)
   and multiplies the IRNN outputs by it with a non-in-place ``.mul`` whose result is thrown
@@ -75,46 +75,53 @@ def _sweep_loop(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, relu_
 
 
 def _compose(later: tuple[torch.Tensor, ...], earlier: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """``later o earlier`` for maps ``s -> clamp(alpha * s + beta, lo, hi)`` (hi may be +inf)."""
+    """``later o earlier`` for maps ``s -> clamp(alpha * s + beta, lo, hi)`` with ``lo <= hi``.
+
+    ``alpha * clamp(u, lo1, hi1) + beta2`` is ``alpha * u + beta2`` clamped to the interval
+    spanned by the images of ``lo1`` and ``hi1`` (either order, as alpha may be negative), and
+    clamping twice is clamping once to the intersected interval.
+    """
     a2, b2, lo2, hi2 = later
     a1, b1, lo1, hi1 = earlier
-    alpha = a2 * a1
-    beta = a2 * b1 + b2
-    p = a2 * lo1 + b2
-    finite = torch.isfinite(hi1)
-    q_finite = a2 * torch.where(finite, hi1, torch.zeros_like(hi1)) + b2  # no inf * 0, no NaN grads
-    inf = torch.full_like(b2, math.inf)
-    q_infinite = torch.where(a2 > 0, inf, torch.where(a2 < 0, -inf, b2))
-    q = torch.where(finite, q_finite, q_infinite)
-    low, high = torch.minimum(p, q), torch.maximum(p, q)
-    lo = torch.minimum(torch.maximum(low, lo2), hi2)
-    hi = torch.minimum(torch.maximum(high, lo2), hi2)
-    return alpha, beta, lo, hi
+    p = torch.addcmul(b2, a2, lo1)
+    q = torch.addcmul(b2, a2, hi1)
+    lo = torch.clamp(torch.minimum(p, q), lo2, hi2)
+    hi = torch.clamp(torch.maximum(p, q), lo2, hi2)
+    return a2 * a1, torch.addcmul(b2, a2, b1), lo, hi
 
 
 def _sweep_scan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, relu_first: bool,
                 max_len: int) -> torch.Tensor:
-    """Same result as ``_sweep_loop`` along the *last* dim of ``x`` by a log-depth prefix scan."""
+    """Same result as ``_sweep_loop`` along the *last* dim of ``x`` by a log-depth prefix scan.
+
+    Hillis-Steele: after the step with shift ``d``, position ``i`` holds the composition of
+    the maps at ``max(0, i - 2d + 1) .. i``. Position 0 is a constant map, so a position whose
+    window already reaches 0 holds a constant map, and a constant map composed with any
+    finite map is itself: the values rolled in from the far end of the line at ``i < d`` are
+    harmless and no masking is needed. The ReLU's missing upper clamp is a finite stand-in
+    ``big = sqrt(finfo.max)`` (1.8e19 in float32) so that ``0 * big`` stays 0 when the slope
+    products underflow; this is exact while the recurrence's values stay below ``big``.
+    Precision matches the loop for ``|w| <= 1`` (the released weights have ``|w| < 1``); for
+    ``|w| > 1`` on long lines the ``w ** n`` terms cancel badly, so prefer the loop there.
+    """
     n = x.shape[-1]
     torch._check(n <= max_len, lambda: f"IRNN line length {n} exceeds scan_max_len={max_len}")
+    big = math.sqrt(torch.finfo(x.dtype).max)
     first = torch.arange(n, device=x.device) == 0
     start = F.relu(x) if relu_first else x
-    inf = torch.full_like(x, math.inf)
+    zeros = torch.zeros_like(x)
     # Position 0 is the constant map s -> start_0; position i > 0 is s -> ReLU(w * s + b + x_i).
-    alpha = torch.where(first, torch.zeros_like(x), weight.expand_as(x))
-    beta = torch.where(first, start, x + bias)
-    lo = torch.where(first, start, torch.zeros_like(x))
-    hi = torch.where(first, start, inf)
-    maps = (alpha, beta, lo, hi)
+    maps = tuple(t.reshape(-1, n) for t in (  # 2-D lines keep export's symbolic shape work small
+        torch.where(first, zeros, weight.expand_as(x)),
+        torch.where(first, start, x + bias),
+        torch.where(first, start, zeros),
+        torch.where(first, start, torch.full_like(x, big)),
+    ))
     for step in range(max(1, math.ceil(math.log2(max_len)))):
-        shift = 1 << step
-        # Pad-then-narrow rather than narrow-then-pad: sizes stay >= n, so export adds no guards.
-        shifted = tuple(F.pad(t, (shift, 0)).narrow(-1, 0, n) for t in maps)
-        combined = _compose(maps, shifted)
-        valid = torch.arange(n, device=x.device) >= shift
-        maps = tuple(torch.where(valid, c, m) for c, m in zip(combined, maps))
+        shifted = tuple(torch.roll(t, 1 << step, dims=-1) for t in maps)
+        maps = _compose(maps, shifted)
     # Every prefix starts with a constant map, so lo == hi == the recurrence value.
-    return maps[2]
+    return maps[2].reshape(x.shape)
 
 
 class _IRNN(nn.Module):
@@ -219,7 +226,7 @@ class SPANet(nn.Module):
     pad_multiple = 1
     clamps_output = False
 
-    def __init__(self, *, relu_first: bool = False, irnn_impl: IrnnImpl = "auto", scan_max_len: int = 8192):
+    def __init__(self, *, relu_first: bool = False, irnn_impl: IrnnImpl = "auto", scan_max_len: int = 4096):
         super().__init__()
         if irnn_impl not in _IRNN_IMPLS:
             raise ValueError(f"irnn_impl must be one of {_IRNN_IMPLS}, got {irnn_impl!r}")

@@ -152,8 +152,10 @@ class Trainer:
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(f"loss became {loss_value} at step {self.step}")
+                rate = window_steps / max(1e-9, time.monotonic() - window_start)
+                if window_steps >= 50:  # iterations per second over a recent window, not since start
+                    window_start, window_steps = time.monotonic(), 0
                 if self.progress:
-                    rate = window_steps / max(1e-9, time.monotonic() - window_start)
                     self.progress(self.step, self.total_steps, loss_value, rate)
                 if cfg.val_every and self.step % cfg.val_every == 0:
                     val_psnr = self.validate()
