@@ -4,6 +4,7 @@
     streamrain models list [--json]          the models and whether their weights are here
     streamrain eval --model M --rainy D --clean D [--json P]
     streamrain train RECIPE.toml [--run-dir D] [--steps N]
+    streamrain bench [--model M] [--size WxH] [--frames N] [--json P]
 
 Every failure ends with one line on stderr and a non-zero exit status; nothing is left at OUTPUT.
 """
@@ -23,9 +24,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 from rich.table import Table
 
-from streamrain.errors import StreamrainError
+from streamrain.errors import ConfigError, StreamrainError
 
-SUBCOMMANDS = ("models", "eval", "train")
 EXIT_FAILURE, EXIT_SIGINT, EXIT_SIGTERM = 1, 130, 143
 err = Console(stderr=True)
 out = Console()
@@ -206,7 +206,51 @@ def _cmd_train(argv: list[str]) -> int:
     return EXIT_SIGTERM if result.stopped_early else 0
 
 
-_COMMANDS = {"models": _cmd_models, "eval": _cmd_eval, "train": _cmd_train}
+# -- streamrain bench -----------------------------------------------------------------------------
+
+def _cmd_bench(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="streamrain bench", description="Per-stage and end-to-end fps.")
+    p.add_argument("--model", help="model name; default: the bundled default")
+    p.add_argument("--size", default="640x360", help="WxH of the generated test clip")
+    p.add_argument("--frames", type=int, default=100)
+    p.add_argument("--input", type=Path, help="time this clip instead of a generated one")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--backend", choices=("eager",), default="eager")
+    p.add_argument("--json", type=Path, help="write the result as JSON here")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    from streamrain.bench import bench
+    from streamrain.config import build_options
+    from streamrain.runtime.derainer import Derainer
+    from streamrain.zoo import load_model
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size must look like 640x360; got {args.size!r}") from None
+    options = build_options(model=args.model, batch=args.batch, device=args.device, precision=args.precision)
+    derainer = Derainer(load_model(args.model), device=args.device, precision=args.precision)
+    with err.status("benchmarking..."):
+        result = bench(derainer, clip=args.input, width=width, height=height, frames=args.frames,
+                       options=options, backend=args.backend)
+    table = Table(title=f"{result.model} at {result.width}x{result.height}, {result.frames} frames, "
+                        f"batch {result.batch}, {result.device}")
+    table.add_column("stage")
+    table.add_column("fps", justify="right")
+    for name in ("decode", "derain", "encode", "end_to_end"):
+        table.add_row(name.replace("_", " ") + (" (alone)" if name != "end_to_end" else ""),
+                      f"{getattr(result, name + '_fps'):.1f}")
+    table.add_row("pipeline efficiency", f"{result.efficiency:.2f}")
+    out.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return 0
+
+
+_COMMANDS = {"models": _cmd_models, "eval": _cmd_eval, "train": _cmd_train, "bench": _cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,3 +104,14 @@ def test_models_list_json(capsys):
     assert default["default"] is True and default["weights"] is True and default["arch"] == "srnet"
     assert default["params"] == sum(p.numel() for p in streamrain.load_model().parameters())
     assert all({"name", "arch", "params", "weights", "default"} <= set(r) for r in rows)
+
+
+def test_bench_reports_every_stage(tmp_path, capsys):
+    report = tmp_path / "bench.json"
+    assert main(["bench", "--size", "64x48", "--frames", "12", "--batch", "4", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    for key in ("decode_fps", "derain_fps", "encode_fps", "end_to_end_fps", "efficiency"):
+        assert result[key] > 0, key
+    assert result["frames"] == 12 and (result["width"], result["height"]) == (64, 48)
+    assert set(result["stages_in_pipeline"]) == {"decode", "derain", "encode"}
+    assert "pipeline efficiency" in capsys.readouterr().out

@@ -7,8 +7,18 @@ attribute ``clamps_output`` says whether the network already clamps to [0, 1]. T
 wrapper (streamrain.runtime.wrapper) handles order, padding and clamping for users.
 """
 
+from streamrain.archs.aimhnet import AIMHNet
+from streamrain.archs.dpenet import DPENet
+from streamrain.archs.remaen import ReMAEN
+from streamrain.archs.sdsen import SDSEN
+from streamrain.archs.spanet import SPANet
 from streamrain.archs.srnet import SRNet
 
 ARCHS: dict[str, type] = {
     "srnet": SRNet,
+    "aimhnet": AIMHNet,
+    "remaen": ReMAEN,
+    "dpenet": DPENet,
+    "spanet": SPANet,
+    "sdsen": SDSEN,
 }

@@ -15,7 +15,7 @@ derained image of the same shape.
 
 Differences from upstream (and why):
 
-- The Haar transform is ``streamrain.archs.haar`` (pixel_unshuffle + butterfly), not
+- The Haar transform is ``streamrain.archs.haar`` (depthwise stride-2 convolutions), not
   pytorch_wavelets: same bands and the same two channel orderings (band-major for the
   down-transform, interleaved groups of four for the up-transform), equal to float rounding,
   exportable, no extra dependency. pytorch_wavelets registers its filters as buffers (152
@@ -34,6 +34,9 @@ Differences from upstream (and why):
   exact; only the pair matching the hourglass width is used, chosen once at construction
   instead of by inspecting channel counts in every forward. The 582,084 dead parameters never
   receive gradients (use ``find_unused_parameters=True`` under DDP).
+- The hourglass counts per scale are a keyword argument (``hourglasses=(3, 6, 9)``, upstream's
+  fixed values; the fusion convolutions' input widths follow them). Smaller counts exist for
+  quick tests and experiments only.
 - The input size is validated up front (ValueError) instead of failing on a shape mismatch
   deep inside an hourglass.
 """
@@ -168,17 +171,21 @@ class AIMHNet(nn.Module):
     pad_multiple = 128
     clamps_output = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, hourglasses: tuple[int, int, int] = (3, 6, 9)) -> None:
+        """``hourglasses``: how many hourglasses run at 1/2, 1/4 and 1/8 scale (upstream: 3, 6, 9)."""
         super().__init__()
-        self.HGM_1 = nn.ModuleList(_Hourglass(12) for _ in range(3))
-        self.HGM_2 = nn.ModuleList(_Hourglass(48) for _ in range(6))
-        self.HGM_3 = nn.ModuleList(_Hourglass(64) for _ in range(9))
+        if len(hourglasses) != 3 or min(hourglasses) < 1:
+            raise ValueError(f"hourglasses must be three counts >= 1, got {hourglasses!r}")
+        n2, n4, n8 = hourglasses
+        self.HGM_1 = nn.ModuleList(_Hourglass(12) for _ in range(n2))
+        self.HGM_2 = nn.ModuleList(_Hourglass(48) for _ in range(n4))
+        self.HGM_3 = nn.ModuleList(_Hourglass(64) for _ in range(n8))
         self.conv8x = nn.Sequential(_wn_conv(192, 64), _wn_conv(64, 64))
         self.conv4x = _NOResBlock(48)
         self.conv2x = _wn_conv(12, 12)
-        self.downc8 = nn.Sequential(_wn_conv(576, 128), _wn_conv(128, 64))
-        self.conv_8_4 = nn.Sequential(_wn_conv(304, 32), _wn_conv(32, 64))
-        self.conv_4_2 = nn.Sequential(_wn_conv(52, 12), _wn_conv(12, 12))
+        self.downc8 = nn.Sequential(_wn_conv(64 * n8, 128), _wn_conv(128, 64))  # 576 -> 128 upstream
+        self.conv_8_4 = nn.Sequential(_wn_conv(16 + 48 * n4, 32), _wn_conv(32, 64))  # 304 -> 32
+        self.conv_4_2 = nn.Sequential(_wn_conv(16 + 12 * n2, 12), _wn_conv(12, 12))  # 52 -> 12
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]
