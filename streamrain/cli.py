@@ -122,7 +122,17 @@ def _cmd_models(argv: list[str]) -> int:
     sub = p.add_subparsers(dest="action", required=True)
     ls = sub.add_parser("list", help="list the models")
     ls.add_argument("--json", action="store_true", help="print a JSON array")
+    imp = sub.add_parser("import", help="convert an authors' checkpoint (dpenet, spanet)")
+    imp.add_argument("arch", choices=("dpenet", "spanet"))
+    imp.add_argument("path", type=Path)
+    imp.add_argument("--name", required=True, help="the model name to install it under")
     args = p.parse_args(argv)
+    if args.action == "import":
+        from streamrain.importer import import_checkpoint
+
+        target = import_checkpoint(args.arch, args.path, name=args.name)
+        err.print(f"installed {args.name} ({args.arch}) at {target}")
+        return 0
     from streamrain.modelinfo import describe_models
 
     rows = describe_models()

@@ -11,7 +11,9 @@ used in the forward pass (see below). About 38.8 GMAC at 512x640.
 
 Tensor contract: ``forward(x)`` takes RGB ``(B, 3, H, W)`` float in [0, 1] with H and W
 multiples of 128 (the 1/8-scale hourglasses halve four more times) and returns the clamped
-derained image of the same shape.
+derained image of the same shape. For ``torch.export`` with dynamic sizes declare them as
+``128 * Dim("h", min=2)``: a side of exactly 128 would make the innermost maps 1x1, and
+torch.export specialises sizes of 1, so exported programs need sides of 256 or more.
 
 Differences from upstream (and why):
 

@@ -24,8 +24,9 @@ Differences from upstream (and why):
   (``outconv1.0.weight``).
 - The model returns only ``out`` from ``forward`` (the streamrain contract); upstream's pair
   is available from ``forward_stages``.
-- The unusable ``LightDPENet`` (five DDRBs; upstream's constructor calls the wrong
-  ``super``) is reachable as ``DPENet(num_ddrb=5)``; no weights exist for it.
+- Upstream also defines ``LightDPENet`` (five DDRBs), which cannot be built (its constructor
+  calls the wrong ``super``); ``DPENet(num_ddrb=5)`` is the nearest equivalent. No weights
+  exist for it.
 - ``convert_official_state_dict`` accepts the authors' ``.pth`` files (plain state dicts,
   ``module.`` prefixes stripped) and checks them against this module.
 """

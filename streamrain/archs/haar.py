@@ -76,14 +76,18 @@ def haar_idwt(ll: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
 
 
 def dwt_band_major(x: torch.Tensor) -> torch.Tensor:
-    """AIMHNet's down-transform "T": ``(B, C, H, W)`` -> ``(B, 4C, h, w)`` as ``[band0, band1, band2, LL]``."""
+    """AIMHNet's down-transform "T": ``(B, C, H, W)`` -> ``(B, 4C, h, w)`` as ``[band0, band1, band2, LL]``.
+
+    Band-major: channels ``0..C-1`` hold band0 of every input channel, and so on.
+    """
     y = _analysis(x, _BAND_MAJOR_ORDER)
     batch, channels, height, width = y.shape[0], x.shape[1], y.shape[-2], y.shape[-1]
     return y.reshape(batch, channels, 4, height, width).transpose(1, 2).reshape(batch, 4 * channels, height, width)
 
 
 def idwt_interleaved(x: torch.Tensor) -> torch.Tensor:
-    """AIMHNet's up-transform: ``(B, 4C', h, w)`` read as C' groups of (LL, band0, band1, band2) -> ``(B, C', 2h, 2w)``."""
+    """AIMHNet's up-transform: ``(B, 4C', h, w)``, read as C' groups of (LL, band0, band1, band2),
+    -> ``(B, C', 2h, 2w)``."""
     channels4 = x.shape[1]
     if channels4 % 4:
         raise ValueError(f"idwt_interleaved needs a multiple of 4 channels, got {channels4}")

@@ -36,7 +36,9 @@ Differences from upstream (and why):
   ``ceil(log2(scan_max_len))`` fixed steps of element-wise ops (masked where the shift exceeds
   the line length). Exact in real arithmetic; agrees with the loop to float rounding. Lines
   longer than ``scan_max_len`` (default 4096) are rejected. ``irnn_impl`` selects
-  ``"loop"``, ``"scan"`` or ``"auto"`` (scan only while exporting/compiling).
+  ``"loop"``, ``"scan"`` or ``"auto"`` (scan only while exporting/compiling, or on the meta
+  device). When exporting with dynamic H and W, declare ``Dim(..., max=scan_max_len)`` or
+  less: the exported program checks the bound at run time.
 - **Direction attention is skipped.** Upstream computes an attention map (``attention_layer``)
   and multiplies the IRNN outputs by it with a non-in-place ``.mul`` whose result is thrown
   away, so it has no effect on the output (and receives no gradient). Its parameters are kept
@@ -137,9 +139,11 @@ class _IRNN(nn.Module):
             nn.init.constant_(conv.weight, 0.2)
             setattr(self, name, conv)
 
-    def _use_scan(self) -> bool:
+    def _use_scan(self, x: torch.Tensor) -> bool:
         if self.impl == "auto":
-            return torch.compiler.is_exporting() or torch.compiler.is_compiling()
+            # A traced graph cannot hold a loop of data-dependent length; on the meta device
+            # (cost counting) only shapes matter and the scan is the shorter graph.
+            return torch.compiler.is_exporting() or torch.compiler.is_compiling() or x.device.type == "meta"
         return self.impl == "scan"
 
     def _params(self, first: nn.Conv2d, second: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +158,7 @@ class _IRNN(nn.Module):
         # Vertical: "down" sweeps rows 0 -> H-1, "up" H-1 -> 0.
         v_in = torch.stack((x, x.flip(-2)))
         v_w, v_b = self._params(self.down_weight, self.up_weight)
-        if self._use_scan():
+        if self._use_scan(x):
             # Sweep axis last; parameters broadcast as (2, 1, C, 1, 1).
             h_out = _sweep_scan(h_in, h_w[:, None, :, None, None], h_b[:, None, :, None, None],
                                 self.relu_first, self.scan_max_len)
