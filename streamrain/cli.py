@@ -5,6 +5,7 @@
     streamrain eval --model M --rainy D --clean D [--json P]
     streamrain train RECIPE.toml [--run-dir D] [--steps N]
     streamrain bench [--model M] [--size WxH] [--frames N] [--json P]
+    streamrain batch IN_DIR OUT_DIR [--jobs N] [--include G] [--exclude G]   (or: streamrain IN_DIR OUT_DIR)
 
 Every failure ends with one line on stderr and a non-zero exit status; nothing is left at OUTPUT.
 """
@@ -89,6 +90,9 @@ def _print_summary(stats) -> None:
 
 
 def _cmd_run(argv: list[str]) -> int:
+    positional = [a for a in argv if not a.startswith("-")]
+    if positional and Path(positional[0]).is_dir():
+        return _cmd_batch(argv)  # `streamrain IN_DIR OUT_DIR` is a batch
     args = _run_parser().parse_args(argv)
     _setup_logging(args.verbose)
     from streamrain.config import build_options
@@ -141,7 +145,7 @@ def _cmd_models(argv: list[str]) -> int:
         return 0
     table = Table()
     for col in ("name", "arch", "params", "GMAC/MP", "weights", "default", "Rain100L PSNR-Y"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     for r in rows:
         metric = r["metrics"].get("rain100l_psnr_y")
         table.add_row(r["name"], r["arch"], f"{r['params']:,}", f"{r['gmac_per_mp']:.1f}",
@@ -216,6 +220,62 @@ def _cmd_train(argv: list[str]) -> int:
     return EXIT_SIGTERM if result.stopped_early else 0
 
 
+# -- streamrain batch -----------------------------------------------------------------------------
+
+def _cmd_batch(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="streamrain batch",
+                                description="Derain every video under IN_DIR into a mirrored OUT_DIR.")
+    p.add_argument("in_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--include", action="append", help="glob of files to take (repeatable); "
+                   "default: common video extensions, any case")
+    p.add_argument("--exclude", action="append", default=[], help="glob of files to leave out (repeatable)")
+    p.add_argument("--suffix", help="output container, e.g. .mkv (default: keep each input's)")
+    p.add_argument("--jobs", type=int, help="files processed at once (default 1)")
+    p.add_argument("--resume", action="store_true", help="accepted for clarity: reruns always resume")
+    for flag in ("--model", "--codec", "--preset", "--pix-fmt"):
+        p.add_argument(flag, dest=flag[2:].replace("-", "_"))
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--batch", type=int)
+    p.add_argument("--crf", type=int)
+    p.add_argument("--pipeline", type=Path, help="TOML preset (e.g. pipelines/dashcam.toml)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    from streamrain.batch import BatchOptions, VIDEO_GLOBS, run_batch
+    from streamrain.config import build_options
+
+    run = build_options(args.pipeline, model=args.model, device=args.device, precision=args.precision,
+                        batch=args.batch, codec=args.codec, crf=args.crf, preset=args.preset,
+                        pix_fmt=args.pix_fmt)
+    suffix = args.suffix if not args.suffix or args.suffix.startswith(".") else "." + args.suffix
+    options = BatchOptions(include=tuple(args.include or VIDEO_GLOBS), exclude=tuple(args.exclude),
+                           suffix=suffix, jobs=args.jobs or 1)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, disable=args.no_progress) as bar:
+        files_task = bar.add_task("files", total=None)
+        frames_task = bar.add_task("frames", total=None)
+
+        def on_file_done(result):
+            bar.advance(files_task)
+            if result.status == "failed":
+                bar.console.print(f"[red]failed[/] {result.input}: {result.reason}", markup=True,
+                                  highlight=False)
+
+        summary = run_batch(args.in_dir, args.out_dir, run=run, options=options,
+                            on_frames=lambda n: bar.advance(frames_task, n), on_file_done=on_file_done)
+    table = Table(title=f"{len(summary.results)} files")
+    for col in ("ok", "skipped", "failed", "frames", "fps"):
+        table.add_column(col, justify="right")
+    fps = summary.frames / summary.seconds if summary.seconds else 0.0
+    table.add_row(str(summary.count("ok")), str(summary.count("skipped")), str(summary.count("failed")),
+                  str(summary.frames), f"{fps:.1f}")
+    err.print(table)
+    return 0 if summary.all_ok else EXIT_FAILURE
+
+
 # -- streamrain bench -----------------------------------------------------------------------------
 
 def _cmd_bench(argv: list[str]) -> int:
@@ -260,7 +320,8 @@ def _cmd_bench(argv: list[str]) -> int:
     return 0
 
 
-_COMMANDS = {"models": _cmd_models, "eval": _cmd_eval, "train": _cmd_train, "bench": _cmd_bench}
+_COMMANDS = {"models": _cmd_models, "eval": _cmd_eval, "train": _cmd_train, "bench": _cmd_bench,
+             "batch": _cmd_batch}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,230 @@
+"""`streamrain batch IN_DIR OUT_DIR`: every video under a folder, derained into a mirrored tree.
+
+Resumable: a JSON-lines ledger in OUT_DIR gets one line per finished file (ok or failed), written
+after the output has been renamed into place. A rerun skips files whose input (size, mtime) and
+settings are unchanged since they succeeded. Outputs are written under temporary names and renamed
+at the end, so a kill -9 costs only the files in progress; their leftovers are swept at the next start.
+One bad file is recorded as failed with its reason and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from streamrain.config import RunOptions
+from streamrain.errors import ConfigError, StreamrainError
+from streamrain.pipeline.job import derain_file
+
+log = logging.getLogger(__name__)
+
+LEDGER_NAME = "streamrain-ledger.jsonl"
+VIDEO_GLOBS = ("*.mp4", "*.mov", "*.mkv", "*.avi", "*.ts", "*.mts", "*.m2ts", "*.m4v", "*.webm",
+               "*.3gp", "*.flv", "*.wmv", "*.mpg", "*.mpeg")
+_PARTIAL = re.compile(r"^\..*\.streamrain-(\d+)\.partial(\.[^.]+)?$")
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    include: tuple[str, ...] = VIDEO_GLOBS
+    exclude: tuple[str, ...] = ()
+    suffix: str | None = None  # output container, e.g. ".mkv"; None keeps each input's
+    jobs: int = 1
+
+
+@dataclass
+class FileResult:
+    input: str
+    size: int
+    mtime: float
+    model: str
+    settings: str
+    status: str  # "ok" | "failed" | "skipped"
+    frames: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    output: str = ""
+
+
+@dataclass
+class BatchSummary:
+    results: list[FileResult] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def frames(self) -> int:
+        return sum(r.frames for r in self.results if r.status == "ok")
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.results if r.status == "ok")
+
+    @property
+    def all_ok(self) -> bool:
+        return self.count("failed") == 0
+
+
+def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
+    name = rel.rsplit("/", 1)[-1].lower()
+    return any(fnmatch.fnmatch(name, p.lower()) or fnmatch.fnmatch(rel.lower(), p.lower()) for p in patterns)
+
+
+def discover(in_dir: Path, options: BatchOptions, *, skip: Path | None = None) -> list[Path]:
+    """Input files under ``in_dir`` (recursive, sorted), relative to it."""
+    found = []
+    for path in sorted(Path(in_dir).rglob("*")):
+        if not path.is_file() or (skip and skip in path.parents):
+            continue
+        rel = path.relative_to(in_dir).as_posix()
+        if _matches(rel, options.include) and not _matches(rel, options.exclude):
+            found.append(Path(rel))
+    return found
+
+
+def settings_hash(model_id: str, run: RunOptions, batch: BatchOptions) -> str:
+    """What decides an output's content: a change re-does the files done under the old settings."""
+    relevant = {"model": model_id, "codec": run.codec, "crf": run.crf, "preset": run.preset,
+                "pix_fmt": run.pix_fmt, "copy_audio": run.copy_audio, "precision": run.precision,
+                "suffix": batch.suffix}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Ledger:
+    """Append-only JSON lines; the last line about an input is the one that counts."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self.latest: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                    self.latest[record["input"]] = record
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line torn by a crash mid-write
+
+    def is_done(self, rel: str, size: int, mtime: float, settings: str, out_dir: Path) -> bool:
+        r = self.latest.get(rel)
+        return bool(r and r.get("status") == "ok" and r.get("size") == size
+                    and r.get("mtime") == mtime and r.get("settings") == settings
+                    and (out_dir / r.get("output", "")).is_file())
+
+    def append(self, result: FileResult) -> None:
+        line = json.dumps({**asdict(result), "finished_at": time.time()}) + "\n"
+        with self._lock:
+            with open(self.path, "a") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            self.latest[result.input] = asdict(result)
+
+
+def sweep_partials(out_dir: Path) -> int:
+    """Remove temporary outputs left by runs that were killed (their process is gone)."""
+    removed = 0
+    for path in out_dir.rglob(".*.partial*"):
+        m = _PARTIAL.match(path.name)
+        if m and not _pid_alive(int(m.group(1))):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours from an earlier batch in this process: not in progress now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def output_for(rel: Path, out_dir: Path, suffix: str | None) -> Path:
+    return out_dir / (rel.with_suffix(suffix) if suffix else rel)
+
+
+def run_batch(in_dir: Path, out_dir: Path, *, run: RunOptions = RunOptions(),
+              options: BatchOptions = BatchOptions(), derainer=None, model_id: str = "",
+              on_file_start: Callable[[Path, int], None] | None = None,
+              on_frames: Callable[[int], None] | None = None,
+              on_file_done: Callable[[FileResult], None] | None = None,
+              stop_event: threading.Event | None = None) -> BatchSummary:
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise ConfigError(f"{in_dir}: not a folder")
+    if options.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1; got {options.jobs}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    swept = sweep_partials(out_dir)
+    if swept:
+        log.info("removed %d temporary file(s) left by an interrupted run", swept)
+    if derainer is None:
+        from streamrain.pipeline.job import make_derainer
+        derainer = make_derainer(run)  # loaded once for every file
+    model_id = model_id or derainer.name
+    settings = settings_hash(model_id, run, options)
+    ledger = Ledger(out_dir / LEDGER_NAME)
+    inside = out_dir.resolve() if in_dir.resolve() in out_dir.resolve().parents else None
+    files = discover(in_dir, options, skip=inside)
+    summary = BatchSummary()
+
+    def process(rel: Path) -> FileResult:
+        src = in_dir / rel
+        stat = src.stat()
+        base = dict(input=rel.as_posix(), size=stat.st_size, mtime=stat.st_mtime, model=model_id,
+                    settings=settings)
+        target = output_for(rel, out_dir, options.suffix)
+        if ledger.is_done(rel.as_posix(), stat.st_size, stat.st_mtime, settings, out_dir):
+            return FileResult(**base, status="skipped", output=target.relative_to(out_dir).as_posix())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if on_file_start:
+            on_file_start(rel, 0)
+        done_before = [0]
+
+        def progress(stats):
+            if on_frames and stats.frames_out > done_before[0]:
+                on_frames(stats.frames_out - done_before[0])
+                done_before[0] = stats.frames_out
+
+        t0 = time.monotonic()
+        try:
+            stats = derain_file(str(src), target, options=run, derainer=derainer, progress=progress,
+                                stop_event=stop_event)
+        except StreamrainError as exc:
+            result = FileResult(**base, status="failed", reason=str(exc), seconds=time.monotonic() - t0)
+        else:
+            result = FileResult(**base, status="ok", frames=stats.frames_out,
+                                seconds=round(time.monotonic() - t0, 3),
+                                output=target.relative_to(out_dir).as_posix())
+        ledger.append(result)
+        return result
+
+    def finish(result: FileResult) -> None:
+        summary.results.append(result)
+        if on_file_done:
+            on_file_done(result)
+
+    if options.jobs == 1:
+        for rel in files:
+            finish(process(rel))
+    else:
+        with concurrent.futures.ThreadPoolExecutor(options.jobs, thread_name_prefix="streamrain-job") as pool:
+            for result in pool.map(process, files):
+                finish(result)
+    return summary
