@@ -159,12 +159,38 @@ def output_for(rel: Path, out_dir: Path, suffix: str | None) -> Path:
     return out_dir / (rel.with_suffix(suffix) if suffix else rel)
 
 
+def process_file(in_dir: Path, out_dir: Path, rel: Path, *, run: RunOptions, suffix: str | None, derainer,
+                 model_id: str, settings: str, on_frames: Callable[[int], None] | None = None,
+                 stop_event: threading.Event | None = None) -> FileResult:
+    """Derain one file of the batch into its mirrored place; a failure becomes a 'failed' result."""
+    src = in_dir / rel
+    stat = src.stat()
+    target = output_for(rel, out_dir, suffix)
+    base = dict(input=rel.as_posix(), size=stat.st_size, mtime=stat.st_mtime, model=model_id, settings=settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    reported = [0]
+
+    def progress(stats):
+        if on_frames and stats.frames_out > reported[0]:
+            on_frames(stats.frames_out - reported[0])
+            reported[0] = stats.frames_out
+
+    t0 = time.monotonic()
+    try:
+        stats = derain_file(str(src), target, options=run, derainer=derainer, progress=progress,
+                            stop_event=stop_event)
+    except StreamrainError as exc:
+        return FileResult(**base, status="failed", reason=str(exc), seconds=round(time.monotonic() - t0, 3))
+    return FileResult(**base, status="ok", frames=stats.frames_out, seconds=round(time.monotonic() - t0, 3),
+                      output=target.relative_to(out_dir).as_posix())
+
+
 def run_batch(in_dir: Path, out_dir: Path, *, run: RunOptions = RunOptions(),
-              options: BatchOptions = BatchOptions(), derainer=None, model_id: str = "",
-              on_file_start: Callable[[Path, int], None] | None = None,
+              options: BatchOptions = BatchOptions(), derainer=None, ray_address: str | None = None,
               on_frames: Callable[[int], None] | None = None,
               on_file_done: Callable[[FileResult], None] | None = None,
               stop_event: threading.Event | None = None) -> BatchSummary:
+    """Derain every matching file under ``in_dir`` into ``out_dir``, here or on a Ray cluster."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise ConfigError(f"{in_dir}: not a folder")
@@ -174,57 +200,46 @@ def run_batch(in_dir: Path, out_dir: Path, *, run: RunOptions = RunOptions(),
     swept = sweep_partials(out_dir)
     if swept:
         log.info("removed %d temporary file(s) left by an interrupted run", swept)
-    if derainer is None:
+    if derainer is None and ray_address is None:
         from streamrain.pipeline.job import make_derainer
         derainer = make_derainer(run)  # loaded once for every file
-    model_id = model_id or derainer.name
+    from streamrain.zoo import resolve
+    model_id = derainer.name if derainer is not None else resolve(run.model).name
     settings = settings_hash(model_id, run, options)
     ledger = Ledger(out_dir / LEDGER_NAME)
     inside = out_dir.resolve() if in_dir.resolve() in out_dir.resolve().parents else None
-    files = discover(in_dir, options, skip=inside)
     summary = BatchSummary()
 
-    def process(rel: Path) -> FileResult:
-        src = in_dir / rel
-        stat = src.stat()
-        base = dict(input=rel.as_posix(), size=stat.st_size, mtime=stat.st_mtime, model=model_id,
-                    settings=settings)
-        target = output_for(rel, out_dir, options.suffix)
-        if ledger.is_done(rel.as_posix(), stat.st_size, stat.st_mtime, settings, out_dir):
-            return FileResult(**base, status="skipped", output=target.relative_to(out_dir).as_posix())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if on_file_start:
-            on_file_start(rel, 0)
-        done_before = [0]
-
-        def progress(stats):
-            if on_frames and stats.frames_out > done_before[0]:
-                on_frames(stats.frames_out - done_before[0])
-                done_before[0] = stats.frames_out
-
-        t0 = time.monotonic()
-        try:
-            stats = derain_file(str(src), target, options=run, derainer=derainer, progress=progress,
-                                stop_event=stop_event)
-        except StreamrainError as exc:
-            result = FileResult(**base, status="failed", reason=str(exc), seconds=time.monotonic() - t0)
-        else:
-            result = FileResult(**base, status="ok", frames=stats.frames_out,
-                                seconds=round(time.monotonic() - t0, 3),
-                                output=target.relative_to(out_dir).as_posix())
-        ledger.append(result)
-        return result
-
     def finish(result: FileResult) -> None:
+        if result.status != "skipped":
+            ledger.append(result)  # only after the output is in place: a kill before this redoes the file
         summary.results.append(result)
         if on_file_done:
             on_file_done(result)
 
-    if options.jobs == 1:
-        for rel in files:
-            finish(process(rel))
+    todo = []
+    for rel in discover(in_dir, options, skip=inside):
+        stat = (in_dir / rel).stat()
+        if ledger.is_done(rel.as_posix(), stat.st_size, stat.st_mtime, settings, out_dir):
+            finish(FileResult(input=rel.as_posix(), size=stat.st_size, mtime=stat.st_mtime, model=model_id,
+                              settings=settings, status="skipped",
+                              output=output_for(rel, out_dir, options.suffix).relative_to(out_dir).as_posix()))
+        else:
+            todo.append(rel)
+
+    common = dict(run=run, suffix=options.suffix, model_id=model_id, settings=settings)
+    if ray_address is not None:
+        from streamrain.batch_ray import process_on_ray
+        for result in process_on_ray(ray_address, in_dir, out_dir, todo, **common):
+            finish(result)
+    elif options.jobs == 1:
+        for rel in todo:
+            finish(process_file(in_dir, out_dir, rel, derainer=derainer, on_frames=on_frames,
+                                stop_event=stop_event, **common))
     else:
         with concurrent.futures.ThreadPoolExecutor(options.jobs, thread_name_prefix="streamrain-job") as pool:
-            for result in pool.map(process, files):
-                finish(result)
+            jobs = [pool.submit(process_file, in_dir, out_dir, rel, derainer=derainer, on_frames=on_frames,
+                                stop_event=stop_event, **common) for rel in todo]
+            for job in concurrent.futures.as_completed(jobs):
+                finish(job.result())
     return summary

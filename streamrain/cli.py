@@ -233,6 +233,7 @@ def _cmd_batch(argv: list[str]) -> int:
     p.add_argument("--suffix", help="output container, e.g. .mkv (default: keep each input's)")
     p.add_argument("--jobs", type=int, help="files processed at once (default 1)")
     p.add_argument("--resume", action="store_true", help="accepted for clarity: reruns always resume")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (ADDRESS, or 'local')")
     for flag in ("--model", "--codec", "--preset", "--pix-fmt"):
         p.add_argument(flag, dest=flag[2:].replace("-", "_"))
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
@@ -264,7 +265,7 @@ def _cmd_batch(argv: list[str]) -> int:
                 bar.console.print(f"[red]failed[/] {result.input}: {result.reason}", markup=True,
                                   highlight=False)
 
-        summary = run_batch(args.in_dir, args.out_dir, run=run, options=options,
+        summary = run_batch(args.in_dir, args.out_dir, run=run, options=options, ray_address=args.ray,
                             on_frames=lambda n: bar.advance(frames_task, n), on_file_done=on_file_done)
     table = Table(title=f"{len(summary.results)} files")
     for col in ("ok", "skipped", "failed", "frames", "fps"):

@@ -119,3 +119,19 @@ def test_streamrain_in_dir_out_dir_is_a_batch(dashcam, tmp_path):
     out = tmp_path / "o"
     assert main([str(dashcam), str(out), "--no-progress", "--exclude", "B002*", "--exclude", "*.avi"]) == 0
     assert (out / "2026/day2/B001.mov").is_file()
+
+
+def test_ray_local_gives_the_same_outputs_and_ledger(dashcam, tmp_path):
+    pytest.importorskip("ray", reason="Ray is the optional 'cluster' extra")
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    run_batch(dashcam, local)
+    summary = run_batch(dashcam, on_ray, ray_address="local")
+    assert (summary.count("ok"), summary.count("failed")) == (3, 2)
+
+    def essence(out):
+        return sorted((r["input"], r["status"], r["frames"], r["output"], r["settings"]) for r in ledger_lines(out))
+
+    assert essence(on_ray) == essence(local)
+    for record in ledger_lines(local):
+        if record["status"] == "ok":
+            assert probe(on_ray / record["output"])["video"]["pts_s"] == probe(local / record["output"])["video"]["pts_s"]
