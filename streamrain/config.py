@@ -42,6 +42,11 @@ class RunOptions:
             raise ConfigError(f"crf must be an integer from 0 to 63; got {self.crf!r}")
 
 
+# Tables that one command reads for itself and RunOptions skips: [live] is `streamrain preview`'s
+# (streamrain.pipeline.live), so one preset file can hold both.
+COMMAND_TABLES = ("live",)
+
+
 def option_names() -> list[str]:
     return [f.name for f in fields(RunOptions)]
 
@@ -55,11 +60,11 @@ def load_preset(path: Path) -> dict:
         raise ConfigError(f"preset {path}: no such file") from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"preset {path}: {exc}") from exc
-    unknown = sorted(set(values) - set(option_names()))
+    unknown = sorted(set(values) - set(option_names()) - set(COMMAND_TABLES))
     if unknown:
         raise ConfigError(f"preset {path}: unknown key(s) {', '.join(unknown)}; "
                           f"allowed: {', '.join(option_names())}")
-    return values
+    return {k: v for k, v in values.items() if k not in COMMAND_TABLES}
 
 
 def build_options(preset_file: Path | None = None, **overrides) -> RunOptions:

@@ -53,6 +53,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from streamrain.archs.haar import dwt_band_major, idwt_interleaved
+from streamrain.archs.statedict import check_fits, unwrap_state_dict
 
 # Hourglass width -> (down 1x1 conv after the DWT, up 1x1 conv after the IDWT).
 _HOURGLASS_CONVS: dict[int, tuple[str, str]] = {
@@ -217,16 +218,8 @@ def convert_upstream_state_dict(obj: Mapping[str, object]) -> dict[str, torch.Te
     strips ``module.``; drops pytorch_wavelets' filter buffers; renames new-style weight-norm
     parametrization keys. Raises ValueError naming missing/unexpected keys or shape mismatches.
     """
-    state = obj
-    for wrapper in ("state_dict", "net", "model"):
-        if wrapper in state and isinstance(state[wrapper], Mapping):
-            state = state[wrapper]
-            break
     converted: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"AIMHNet state dict entry {key!r} is a {type(value).__name__}, not a tensor")
-        key = key.removeprefix("module.")
+    for key, value in unwrap_state_dict(obj, name="AIMHNet", wrappers=("state_dict", "net", "model")).items():
         parts = key.split(".")
         if len(parts) >= 2 and parts[-2] in ("DWT", "IDWT") and parts[-1] in _WAVELET_BUFFER_NAMES:
             continue
@@ -235,24 +228,5 @@ def convert_upstream_state_dict(obj: Mapping[str, object]) -> dict[str, torch.Te
         converted[key] = value
     with torch.device("meta"):
         reference = AIMHNet().state_dict()
-    _check_fits(converted, reference, "AIMHNet")
+    check_fits(converted, reference, "AIMHNet")
     return converted
-
-
-def _check_fits(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], name: str) -> None:
-    missing = sorted(set(reference) - set(state))
-    unexpected = sorted(set(state) - set(reference))
-    mismatched = [
-        f"{key}: got {tuple(state[key].shape)}, expected {tuple(reference[key].shape)}"
-        for key in sorted(set(state) & set(reference))
-        if state[key].shape != reference[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing keys ({len(missing)}): {missing[:10]}")
-        if unexpected:
-            problems.append(f"unexpected keys ({len(unexpected)}): {unexpected[:10]}")
-        if mismatched:
-            problems.append(f"shape mismatches ({len(mismatched)}): {mismatched[:10]}")
-        raise ValueError(f"state dict does not fit {name}: " + "; ".join(problems))

@@ -39,6 +39,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from streamrain.archs.statedict import check_fits, unwrap_state_dict
+
 
 def _conv3x3(channels: int, dilation: int) -> nn.Conv2d:
     return nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False)
@@ -130,32 +132,8 @@ def convert_official_state_dict(obj: Mapping[str, object]) -> dict[str, torch.Te
     wrapper and ``module.`` prefixes (DataParallel) are accepted too. Raises ValueError naming
     missing or unexpected keys and shape mismatches when the file does not fit ``DPENet()``.
     """
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a state dict (mapping), got {type(obj).__name__}")
-    state = obj
-    for wrapper in ("net", "state_dict", "model"):
-        if isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
-            break
-    converted: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"DPENet state dict entry {key!r} is a {type(value).__name__}, not a tensor")
-        converted[str(key).removeprefix("module.")] = value
+    converted = unwrap_state_dict(obj, name="DPENet")
     with torch.device("meta"):
         reference = DPENet().state_dict()
-    missing = sorted(set(reference) - set(converted))
-    unexpected = sorted(set(converted) - set(reference))
-    mismatched = [
-        f"{key}: got {tuple(converted[key].shape)}, expected {tuple(reference[key].shape)}"
-        for key in sorted(set(converted) & set(reference))
-        if converted[key].shape != reference[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            "state dict does not fit DPENet: "
-            f"missing keys ({len(missing)}): {missing[:10]}; "
-            f"unexpected keys ({len(unexpected)}): {unexpected[:10]}; "
-            f"shape mismatches ({len(mismatched)}): {mismatched[:10]}"
-        )
+    check_fits(converted, reference, "DPENet")
     return converted

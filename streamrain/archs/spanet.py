@@ -64,6 +64,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from streamrain.archs.statedict import check_fits, unwrap_state_dict
+
 IrnnImpl = Literal["auto", "loop", "scan"]
 _IRNN_IMPLS = ("auto", "loop", "scan")
 
@@ -272,28 +274,8 @@ def convert_official_state_dict(obj: Mapping[str, object]) -> dict[str, torch.Te
     state dict is accepted too, and ``module.`` prefixes are stripped. Raises ValueError naming
     missing or unexpected keys and shape mismatches when it does not fit ``SPANet()``.
     """
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a checkpoint mapping, got {type(obj).__name__}")
-    state = obj["net"] if isinstance(obj.get("net"), Mapping) else obj
-    converted: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"SPANet state dict entry {key!r} is a {type(value).__name__}, not a tensor")
-        converted[str(key).removeprefix("module.")] = value
+    converted = unwrap_state_dict(obj, name="SPANet", wrappers=("net",))
     with torch.device("meta"):
         reference = SPANet().state_dict()
-    missing = sorted(set(reference) - set(converted))
-    unexpected = sorted(set(converted) - set(reference))
-    mismatched = [
-        f"{key}: got {tuple(converted[key].shape)}, expected {tuple(reference[key].shape)}"
-        for key in sorted(set(converted) & set(reference))
-        if converted[key].shape != reference[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            "state dict does not fit SPANet: "
-            f"missing keys ({len(missing)}): {missing[:10]}; "
-            f"unexpected keys ({len(unexpected)}): {unexpected[:10]}; "
-            f"shape mismatches ({len(mismatched)}): {mismatched[:10]}"
-        )
+    check_fits(converted, reference, "SPANet")
     return converted

@@ -85,7 +85,8 @@ def _colour_tags(stream: av.video.stream.VideoStream) -> ColourTags:
 class VideoSource:
     """An opened input. Use as a context manager; iterate ``items()`` once."""
 
-    def __init__(self, spec: SourceSpec, *, timeout_s: float | None = 10.0, copy_streams: bool = True):
+    def __init__(self, spec: SourceSpec, *, timeout_s: float | tuple[float, float] | None = 10.0,
+                 copy_streams: bool = True):
         self.spec = spec
         self.decode_errors = 0
         try:

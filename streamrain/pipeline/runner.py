@@ -42,9 +42,11 @@ class Pipeline:
         self.batch, self.policy, self.progress = batch, policy, progress
         self.stop = stop_event or threading.Event()
         depth = queue_frames or (2 * batch + 2 if policy == "offline" else batch)
-        # Room for the other streams' packets between frames (audio runs at ~50 packets/s).
-        self.q_decoded = StageQueue(depth * 4, self.stop)
-        self.q_derained = StageQueue(depth * 4, self.stop)
+        # Offline: room for the other streams' packets between frames (audio runs at ~50 packets/s).
+        # Live sources carry no other stream, and every frame waiting in a queue is added latency.
+        room = depth * 4 if policy == "offline" else depth
+        self.q_decoded = StageQueue(room, self.stop)
+        self.q_derained = StageQueue(room, self.stop)
         self.stats = RunStats(model=model_name, device=device_label)
         self._errors: list[tuple[str, BaseException]] = []
 
