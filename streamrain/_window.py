@@ -35,6 +35,7 @@ import numpy as np
 _KEY_ESC, _KEY_SPACE = 27, 32
 _WHITE, _BLACK, _RED = (255, 255, 255), (0, 0, 0), (40, 40, 230)  # BGR
 _MAX_INITIAL_WIDTH = 1600
+_MIN_HEIGHT = 270
 
 
 class _Latest:
@@ -98,6 +99,11 @@ class _View:
     def compose(self, rainy_rgb: np.ndarray, derained_rgb: np.ndarray, header: dict) -> np.ndarray:
         rainy, derained = rainy_rgb[..., ::-1], derained_rgb[..., ::-1]  # OpenCV draws BGR
         h, w = rainy.shape[:2]
+        if h < _MIN_HEIGHT:  # tiny streams: enlarge the pixels, so the overlay text stays legible
+            factor = -(-_MIN_HEIGHT // h)
+            rainy, derained = (cv2.resize(f, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST)
+                               for f in (rainy, derained))
+            h, w = h * factor, w * factor
         if self.split_view:
             cut = round(self.split * w)
             image = np.ascontiguousarray(derained)

@@ -4,6 +4,7 @@
     streamrain models list [--json]          the models and whether their weights are here
     streamrain eval --model M --rainy D --clean D [--json P]
     streamrain train RECIPE.toml [--run-dir D] [--steps N]
+    streamrain synth RECIPE.toml [--out sheet.png] [--real DIR]
     streamrain bench [--model M] [--size WxH] [--frames N] [--json P]
     streamrain batch IN_DIR OUT_DIR [--jobs N] [--include G] [--exclude G]   (or: streamrain IN_DIR OUT_DIR)
 
@@ -277,6 +278,31 @@ def _cmd_batch(argv: list[str]) -> int:
     return 0 if summary.all_ok else EXIT_FAILURE
 
 
+# -- streamrain synth -----------------------------------------------------------------------------
+
+def _cmd_synth(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="streamrain synth",
+                                description="Contact sheet of a recipe's synthetic rain, beside real rain.")
+    p.add_argument("recipe", type=Path, help="training recipe whose [rain] and [data] to use")
+    p.add_argument("--out", type=Path, default=Path("rain-contact-sheet.png"))
+    p.add_argument("--count", type=int, default=8)
+    p.add_argument("--real", type=Path, help="folder of real rainy images to show in the last row")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    from streamrain.train.contact import contact_sheet, save_png
+    from streamrain.train.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    try:
+        sheet = contact_sheet(list(recipe.data.clean_dirs), recipe.rain, count=args.count, real_dir=args.real,
+                              seed=args.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    save_png(sheet, args.out)
+    err.print(f"wrote {args.out} ({sheet.shape[2]}x{sheet.shape[1]})")
+    return 0
+
+
 # -- streamrain bench -----------------------------------------------------------------------------
 
 def _cmd_bench(argv: list[str]) -> int:
@@ -322,7 +348,7 @@ def _cmd_bench(argv: list[str]) -> int:
 
 
 _COMMANDS = {"models": _cmd_models, "eval": _cmd_eval, "train": _cmd_train, "bench": _cmd_bench,
-             "batch": _cmd_batch}
+             "batch": _cmd_batch, "synth": _cmd_synth}
 
 
 def main(argv: list[str] | None = None) -> int:

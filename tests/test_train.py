@@ -127,3 +127,25 @@ def test_resume_refuses_another_recipes_checkpoint(tiny_recipe, tmp_path):
     Trainer(tiny_recipe, tmp_path / "run", max_steps=1).run()
     with pytest.raises(ValueError, match="belongs to recipe 'tiny'"):
         Trainer(replace(tiny_recipe, name="other"), tmp_path / "run")
+
+
+def test_lens_drops_blur_patches_of_the_scene():
+    gen = torch.Generator().manual_seed(2)
+    clean = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    params = RainParams(density=(0.0, 0.0), lens_drops=(3, 3), lens_drop_probability=1.0,
+                        lens_drop_radius_px=(6.0, 8.0))
+    rainy = add_rain(clean, params, gen)
+    changed = (rainy - clean).abs().amax(1) > 1e-6
+    assert 0.02 < changed.float().mean() < 0.6  # a few drops, not the whole frame
+    # Inside a drop the scene is defocused: far less pixel-to-pixel variation than the noise behind.
+    assert rainy[0][:, changed[0]].std() < clean[0][:, changed[0]].std()
+
+
+def test_synth_contact_sheet(tiny_recipe, tmp_path, capsys):
+    from streamrain.cli import main
+    sheet = tmp_path / "sheet.png"
+    assert main(["synth", str(tiny_recipe.path), "--out", str(sheet), "--count", "4",
+                 "--real", str(tiny_recipe.data.clean_dirs[0])]) == 0
+    with av.open(str(sheet)) as c:
+        frame = next(c.decode(video=0))
+    assert (frame.width, frame.height) == (4 * 192, 3 * 192)  # 2 pairs per row; 2 rows + real row

@@ -31,6 +31,9 @@ class RainParams:
     brightness: Range = (0.3, 1.0)
     veil: Range = (0.0, 0.0)  # heavy-rain haze: fraction of atmospheric light mixed in
     veil_probability: float = 0.0
+    lens_drops: tuple[int, int] = (0, 0)  # drops sitting on the lens or windscreen
+    lens_drop_radius_px: Range = (4.0, 14.0)
+    lens_drop_probability: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict) -> "RainParams":
@@ -112,7 +115,34 @@ def add_rain(clean: torch.Tensor, params: RainParams, gen: torch.Generator) -> t
     light = _uniform(n, (0.75, 1.0), gen)
     v = veil[:, None, None, None]
     rainy = rainy * (1 - v) + v * light[:, None, None, None]
+    if params.lens_drop_probability > 0 and params.lens_drops[1] > 0:
+        rainy = add_lens_drops(rainy, params, gen)
     return rainy.clamp(0, 1)
+
+
+def add_lens_drops(image: torch.Tensor, params: RainParams, gen: torch.Generator) -> torch.Tensor:
+    """Drops on the lens: out of focus, each shows a blurred, flipped, brighter patch of the scene
+    behind it (a drop is a small lens), with a soft edge."""
+    n, _, h, w = image.shape
+    out = image.clone()
+    # What a drop shows: the scene heavily defocused and turned upside down, as through a tiny lens.
+    blurred = F.interpolate(F.avg_pool2d(image, 8, ceil_mode=True), size=(h, w), mode="bilinear",
+                            align_corners=False).flip(-2)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    for i in range(n):
+        if float(torch.rand(1, generator=gen)) >= params.lens_drop_probability:
+            continue
+        count = int(torch.randint(params.lens_drops[0], params.lens_drops[1] + 1, (1,), generator=gen))
+        mask = torch.zeros(h, w)
+        for _ in range(count):
+            r = float(_uniform(1, params.lens_drop_radius_px, gen))
+            cy, cx = float(torch.rand(1, generator=gen)) * h, float(torch.rand(1, generator=gen)) * w
+            squash = 0.7 + 0.6 * float(torch.rand(1, generator=gen))  # drops are rarely round
+            d = torch.sqrt(((yy - cy) / (r * squash)) ** 2 + ((xx - cx) / r) ** 2)
+            mask = torch.maximum(mask, torch.clamp((1.0 - d) * 4.0, 0, 1))  # soft rim
+        out[i] = image[i] * (1 - mask) + (blurred[i] * 1.1 + 0.05).clamp(0, 1) * mask
+    return out
 
 
 def falling_rain(frames: int, height: int, width: int, params: RainParams, gen: torch.Generator, *,
