@@ -165,16 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     mailbox = _Latest()
     threading.Thread(target=_read_frames, args=(sys.stdin.buffer, mailbox), daemon=True).start()
     image = None
-    sized = False
+    sized_for = None
     while True:
         item = mailbox.take()
         if item is not None:
             header, (rainy, derained) = item
             image = view.compose(rainy, derained, header)
-            if not sized:
+            if image.shape != sized_for:  # first frame, view switched, or the stream changed size
                 width = min(image.shape[1], _MAX_INITIAL_WIDTH)
                 cv2.resizeWindow(title, width, round(image.shape[0] * width / image.shape[1]))
-                sized = True
+                sized_for = image.shape
             cv2.imshow(title, image)
             now = time.monotonic()
             view.shown_s.append(now)

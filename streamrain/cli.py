@@ -59,6 +59,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name (see `streamrain models list`); default: the bundled one")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--backend", choices=("eager", "compile", "tensorrt"),
+                   help="eager (default), torch.compile, or a TensorRT engine (CUDA)")
     p.add_argument("--batch", type=int, help="frames per model call")
     p.add_argument("--codec", help="video encoder (default libx264)")
     p.add_argument("--crf", type=int, help="constant rate factor (default 18)")
@@ -100,7 +102,7 @@ def _cmd_run(argv: list[str]) -> int:
     from streamrain.pipeline.job import derain_file
 
     options = build_options(args.pipeline, model=args.model, device=args.device, precision=args.precision,
-                            batch=args.batch, codec=args.codec, crf=args.crf, preset=args.preset,
+                            backend=args.backend, batch=args.batch, codec=args.codec, crf=args.crf, preset=args.preset,
                             pix_fmt=args.pix_fmt, copy_audio=args.copy_audio)
     with _progress_bar(not args.no_progress) as bar:
         task = bar.add_task(Path(args.input).name[:40], total=None, fps=0.0)
@@ -314,7 +316,7 @@ def _cmd_bench(argv: list[str]) -> int:
     p.add_argument("--batch", type=int)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    p.add_argument("--backend", choices=("eager",), default="eager")
+    p.add_argument("--backend", choices=("eager", "compile", "tensorrt"), default="eager")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("-v", "--verbose", action="count", default=0)
     args = p.parse_args(argv)
@@ -328,8 +330,10 @@ def _cmd_bench(argv: list[str]) -> int:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise ConfigError(f"--size must look like 640x360; got {args.size!r}") from None
-    options = build_options(model=args.model, batch=args.batch, device=args.device, precision=args.precision)
-    derainer = Derainer(load_model(args.model), device=args.device, precision=args.precision)
+    options = build_options(model=args.model, batch=args.batch, device=args.device, precision=args.precision,
+                            backend=args.backend)
+    derainer = Derainer(load_model(args.model), device=args.device, precision=args.precision,
+                        backend=args.backend)
     with err.status("benchmarking..."):
         result = bench(derainer, clip=args.input, width=width, height=height, frames=args.frames,
                        options=options, backend=args.backend)

@@ -15,6 +15,7 @@ from streamrain.errors import ConfigError
 _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
+    "backend": ("eager", "compile", "tensorrt"),
 }
 
 
@@ -23,6 +24,7 @@ class RunOptions:
     model: str | None = None  # None: the default model
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    backend: Literal["eager", "compile", "tensorrt"] = "eager"
     batch: int = 4
     queue_frames: int = 0  # 0: sized from the batch
     codec: str = "libx264"

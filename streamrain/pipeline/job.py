@@ -17,7 +17,8 @@ from streamrain.zoo import load_model
 
 
 def make_derainer(options: RunOptions) -> Derainer:
-    return Derainer(load_model(options.model), device=options.device, precision=options.precision)
+    return Derainer(load_model(options.model), device=options.device, precision=options.precision,
+                    backend=options.backend)
 
 
 def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = RunOptions(),

@@ -32,6 +32,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
+import av
 import numpy as np
 
 from streamrain.config import RunOptions, load_preset
@@ -206,7 +207,7 @@ class LiveSource:
         last_pts = -1
         deadline = None
         while self._current is not None:
-            reason = "the stream ended"
+            reason = "the stream stopped"
             try:
                 for item in self._current.items():
                     if not isinstance(item, Frame):
@@ -351,7 +352,11 @@ class _RecentFrames:
 
 
 class LiveOutput:
-    """The Pipeline's sink in live mode: feeds the window, the ``--output`` target and r recordings."""
+    """The Pipeline's sink in live mode: feeds the window, the ``--output`` target and r recordings.
+
+    A failing ``--output`` fails the session (like any sink); a failing r recording is only logged
+    and stopped, since the window is what the user is watching.
+    """
 
     def __init__(self, *, stats: RunStats | None = None, window=None, output=None,
                  encode: EncodeOptions = EncodeOptions(), record_dir: Path = Path("."),
@@ -362,11 +367,11 @@ class LiveOutput:
         self.record_dir = Path(record_dir)
         self.recent = recent
         self.info: VideoInfo | None = None
+        self.recordings: list[Path] = []
         self._output = output
-        self._outputs: list[_Recording] = []
+        self._main: _Recording | None = None
         self._recording: _Recording | None = None
         self._toggle = threading.Event()
-        self.recordings: list[Path] = []
 
     @property
     def recording(self) -> bool:
@@ -379,14 +384,21 @@ class LiveOutput:
     def start(self, info: VideoInfo, other_streams=()) -> None:
         self.info = info
         if self._output is not None:
-            self._outputs.append(_Recording(self._output, info))
+            self._main = _Recording(self._output, info)
 
     def write(self, frame: Frame) -> None:
         if self._toggle.is_set():
             self._toggle.clear()
             self._switch_recording()
-        for out in self._outputs:
-            out.write(frame)
+        if self._main is not None:
+            self._main.write(frame)
+        if self._recording is not None:
+            try:
+                self._recording.write(frame)
+            except (OutputError, av.FFmpegError, OSError) as exc:
+                log.error("recording %s stopped: %s", self.recordings[-1], exc)
+                self._recording.sink.abort()
+                self._recording = None
         if self.window is not None:
             rainy = self.recent.pop(frame.index) if self.recent else None
             self.window.show(frame.rgb_u8 if rainy is None else rainy, frame.rgb_u8,
@@ -400,44 +412,50 @@ class LiveOutput:
     def _switch_recording(self) -> None:
         if self._recording is None:
             path = self.record_dir / f"streamrain-rec-{datetime.now():%Y%m%d-%H%M%S}.mp4"
-            self._recording = _Recording(VideoSink(path, self.encode), self.info)
-            self._outputs.append(self._recording)
+            try:
+                self._recording = _Recording(VideoSink(path, self.encode), self.info)
+            except OutputError as exc:
+                log.error("cannot record: %s", exc)
+                return
             self.recordings.append(path)
             log.warning("recording to %s", path)
         else:
-            self._outputs.remove(self._recording)
-            self._finish(self._recording)
-            log.warning("recording saved: %s", self.recordings[-1])
-            self._recording = None
+            recording, self._recording = self._recording, None
+            try:
+                self._close(recording)
+                log.warning("recording saved: %s", self.recordings[-1])
+            except OutputError as exc:
+                log.error("recording %s lost: %s", self.recordings[-1], exc)
 
     @staticmethod
-    def _finish(recording: _Recording) -> None:
+    def _close(recording: _Recording) -> None:
         if recording.first_pts is None:
             recording.sink.abort()  # started and stopped before a frame came: nothing to keep
         else:
             recording.sink.commit()
 
     def commit(self) -> None:
-        outputs, self._outputs = self._outputs, []
-        self._recording = None
-        for out in outputs:
-            self._finish(out)
-        if self._output is not None and not any(o.sink is self._output and o.first_pts is not None
-                                                for o in outputs):
+        """Keep what was written: the r recording in progress, then the --output target."""
+        if self._recording is not None:
+            self._switch_recording()
+        if self._output is None:
+            return
+        if self._main is None or self._main.first_pts is None:
+            self._output.abort()
             raise OutputError(f"{self._output.target}: no frame was written")
+        self._close(self._main)
 
     def abort(self) -> None:
-        for out in self._outputs:
-            out.sink.abort()
-        self._outputs = []
-        if self._output is not None:
+        for recording in (self._recording, self._main):
+            if recording is not None:
+                recording.sink.abort()
+        if self._output is not None and self._main is None:
             self._output.abort()
 
     def discard_file(self) -> None:
-        for out in self._outputs:
-            out.sink.discard_file()
-        if self._output is not None:
-            self._output.discard_file()
+        for recording in (self._recording, self._main):
+            if recording is not None:
+                recording.sink.discard_file()
 
 
 # -- session --------------------------------------------------------------------------------------

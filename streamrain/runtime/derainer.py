@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Backend = Literal["eager", "compile", "tensorrt"]
 
 
 def cpu_has_bf16() -> bool:
@@ -53,11 +54,28 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
 class Derainer:
     """Callable: ``derainer(rgb_u8_bhwc) -> rgb_u8_bhwc``."""
 
-    def __init__(self, module: DerainModule, *, device: Device = "auto", precision: Precision = "auto"):
+    def __init__(self, module: DerainModule, *, device: Device = "auto", precision: Precision = "auto",
+                 backend: Backend = "eager"):
+        if backend not in ("eager", "compile", "tensorrt"):
+            raise ModelError(f"unknown backend {backend!r}; allowed: eager, compile, tensorrt")
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.module = module.eval().to(self.device)
         self.name = module.name
+        self.backend = backend
+        if backend == "tensorrt":
+            if self.device.type != "cuda":
+                raise ModelError("--backend tensorrt needs a CUDA GPU (--device cuda)")
+            from streamrain.runtime.tensorrt import ShapeRange, build_or_load
+            from streamrain.zoo import user_dir
+            engine = build_or_load(self.module, device=self.device, dtype=self.dtype, shapes=ShapeRange(),
+                                   cache_dir=user_dir().parent / "engines")
+            self.backend = "tensorrt" if engine is not None else "eager"
+            self.module = engine or self.module
+        elif backend == "compile":
+            # Compiled once per process (inductor caches kernels on disk between runs); dynamic so
+            # that a new frame size does not trigger a recompile.
+            self.module.net = torch.compile(self.module.net, dynamic=True)
         if self.device.type == "cpu":
             self.module.to(memory_format=torch.channels_last)
             self._run = self._run_cpu
@@ -68,7 +86,8 @@ class Derainer:
 
     @property
     def device_label(self) -> str:
-        return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}"
+        label = f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}"
+        return label if self.backend == "eager" else f"{label}:{self.backend}"
 
     def __call__(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
         return self._run(rgb_u8_bhwc)

@@ -1,0 +1,182 @@
+"""The preview window under a real Xvfb: it appears and shows pictures, its keys work, and without a
+display the session fails with a clear error instead of aborting the process.
+
+Needs Xvfb (and xdotool for the key test) from apt, as .ci/run installs them, and opencv-python
+(the `dev` extra); each test says what it skipped for.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import av
+import numpy as np
+import pytest
+
+from conftest import probe
+from streamrain.pipeline.live import LiveOptions, LiveSession
+from streamrain.preview import WindowError, opencv_available
+
+LAVFI = "lavfi:testsrc2=size=160x96:rate=25,realtime"
+SCREEN_W, SCREEN_H = 1024, 600
+
+
+def identity(frames_bhwc: np.ndarray) -> np.ndarray:
+    return frames_bhwc
+
+
+@pytest.fixture
+def xvfb(monkeypatch):
+    """A private X server; DISPLAY points at it for this test (and the window process it starts)."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb; .ci/run does)")
+    if not opencv_available():
+        pytest.skip("opencv-python is not installed (pip install -e '.[dev]')")
+    if "x11grab" not in av.formats_available:
+        pytest.skip("this PyAV build has no x11grab to take screenshots with")
+    read_fd, write_fd = os.pipe()
+    # -displayfd: Xvfb picks a free display number itself and writes it here once it accepts clients.
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN_W}x{SCREEN_H}x24",
+                               "-nolisten", "tcp"], pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        number = f.readline().strip()
+    if not number:
+        server.kill()
+        server.wait()
+        pytest.skip("Xvfb did not start")
+    display = f":{number}"
+    monkeypatch.setenv("DISPLAY", display)
+    yield display
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def screenshot(display: str) -> np.ndarray:
+    with av.open(display, format="x11grab", options={"video_size": f"{SCREEN_W}x{SCREEN_H}"}) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def lit_fraction(image: np.ndarray) -> float:
+    return float((image.max(axis=2) > 16).mean())
+
+
+def halves_differ(image: np.ndarray) -> float:
+    """Mean difference between the left and right halves of what is lit (the window's picture)."""
+    rows, cols = np.nonzero(image.max(axis=2) > 16)
+    picture = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1].astype(np.int16)
+    half = picture.shape[1] // 2
+    return float(np.abs(picture[:, :half] - picture[:, half:2 * half]).mean())
+
+
+def run_in_thread(session: LiveSession) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+
+    def target():
+        try:
+            result["stats"] = session.run()
+        except BaseException as exc:  # noqa: BLE001 - checked by the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_window_appears_and_shows_rainy_and_derained(xvfb, tmp_path):
+    shown = []
+    session = LiveSession(LAVFI, derainer=identity, options=LiveOptions(duration_s=4, record_dir=str(tmp_path)),
+                          window=True, on_window_event=lambda e: shown.append(e) if e["event"] == "shown" else None)
+    blank = screenshot(xvfb)
+    thread, result = run_in_thread(session)
+    assert wait_for(lambda: len(shown) >= 10, 20), "the window showed no frames"
+    # The X server draws what the window process painted a moment later, on a loaded machine maybe
+    # much later: poll.
+    shots = []
+    assert wait_for(lambda: shots.append(screenshot(xvfb)) or lit_fraction(shots[-1]) > 0.2, 10), \
+        "the screen stayed blank"
+    image = shots[-1]
+    thread.join(timeout=30)
+    assert "error" not in result, result.get("error")
+    assert lit_fraction(blank) < 0.01
+    # testsrc2's colour bars, twice side by side, fill a good part of the screen (enlarged x3).
+    assert image.std() > 30
+    rows, cols = np.nonzero(image.max(axis=2) > 16)
+    assert cols.max() - cols.min() > 1.8 * (rows.max() - rows.min())  # two frames wide, one high
+    report = result["stats"].to_json()
+    assert report["latency_until"] == "shown" and report["latency_ms"]["n"] >= 10
+
+
+def test_window_keys_snapshot_view_record_and_quit(xvfb, tmp_path):
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool; .ci/run does)")
+    events = []
+    session = LiveSession(LAVFI, derainer=identity, options=LiveOptions(duration_s=60, record_dir=str(tmp_path)),
+                          window=True, on_window_event=events.append, window_title="streamrain keys")
+
+    def press(key: str) -> None:
+        # Focus the window, then type through XTEST (real key events; Qt ignores synthetic ones).
+        subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", "streamrain keys",
+                        "windowfocus", "--sync"], check=True, timeout=20)
+        subprocess.run(["xdotool", "key", key], check=True, timeout=20)
+
+    def seen(kind: str, count: int = 1):
+        return lambda: sum(e["event"] == kind for e in events) >= count
+
+    started = time.monotonic()
+    thread, result = run_in_thread(session)
+    assert wait_for(seen("shown", 5), 20)
+    side_by_side = screenshot(xvfb)
+    press("space")
+    time.sleep(0.5)
+    split = screenshot(xvfb)
+    press("s")
+    assert wait_for(seen("snapshot"), 10)
+    press("r")
+    assert wait_for(seen("record"), 10)
+    time.sleep(1.5)
+    press("r")
+    assert wait_for(seen("record", 2), 10)
+    press("q")
+    thread.join(timeout=30)
+    assert not thread.is_alive() and "error" not in result, result.get("error")
+    assert time.monotonic() - started < 45  # q ended it, not the 60 s duration
+
+    # Side by side, the derainer being the identity, the right half repeats the left; split, it does not.
+    assert halves_differ(side_by_side) < 20 < halves_differ(split)
+    assert lit_fraction(split) < 0.7 * lit_fraction(side_by_side)  # the window took the frame's shape
+    snapshot = next(e["path"] for e in events if e["event"] == "snapshot")
+    with av.open(snapshot) as c:
+        picture = next(c.decode(video=0))
+    assert picture.width > picture.height  # what was shown: a wide side-by-side view
+    assert len(session.recordings) == 1 and session.recordings[0].exists()
+    assert 10 <= len(probe(session.recordings[0])["video"]["pts_s"]) <= 75
+
+
+def test_no_display_is_a_clear_error_not_an_abort(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    session = LiveSession(LAVFI, derainer=identity, options=LiveOptions(duration_s=1), window=True)
+    with pytest.raises(WindowError, match="--no-window"):
+        session.run()
+
+
+@pytest.mark.skipif(not opencv_available(), reason="opencv-python is not installed")
+def test_a_display_nobody_answers_on_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":987")
+    session = LiveSession(LAVFI, derainer=identity, options=LiveOptions(duration_s=1), window=True)
+    with pytest.raises(WindowError, match="no X server answers on DISPLAY=:987.*--no-window"):
+        session.run()
