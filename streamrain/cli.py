@@ -18,6 +18,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -179,8 +180,13 @@ def _cmd_eval(argv: list[str]) -> int:
     derainer = Derainer(load_model(args.model), device=args.device, precision=args.precision)
     with _progress_bar(True) as bar:
         task = bar.add_task("eval", total=None, fps=0.0)
-        result = evaluate(derainer, args.rainy, args.clean, limit=args.limit,
-                          on_image=lambda name: bar.advance(task))
+        started = time.monotonic()
+
+        def on_image(name):
+            done = bar.tasks[0].completed + 1
+            bar.update(task, completed=done, fps=done / max(1e-9, time.monotonic() - started))
+
+        result = evaluate(derainer, args.rainy, args.clean, limit=args.limit, on_image=on_image)
     table = Table(title=f"{result.model} on {result.n} pairs ({derainer.device_label})")
     for col in ("", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"):
         table.add_column(col)
