@@ -114,3 +114,21 @@ def test_stats_json_has_the_documented_fields(clip, tmp_path):
     for stage in stats["stages"].values():
         assert stage["fps"] > 0 and stage["busy_s"] > 0
     assert stats["model"] == "srnet-v1"
+
+
+def test_container_metadata_is_kept(clip, tmp_path):
+    import av
+    plain = clip("plain.mp4", frames=5)
+    src = tmp_path / "dashcam.mp4"
+    with av.open(str(plain)) as inp, av.open(str(src), "w") as out:
+        out.metadata.update({"creation_time": "2026-01-02T03:04:05.000000Z", "title": "dashcam A001"})
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    output = tmp_path / "out.mp4"
+    derain_file(str(src), output, derainer=Identity())
+    with av.open(str(output)) as c:
+        assert c.metadata["creation_time"] == "2026-01-02T03:04:05.000000Z"
+        assert c.metadata["title"] == "dashcam A001"

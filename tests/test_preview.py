@@ -57,7 +57,7 @@ def xvfb(monkeypatch):
 
 
 def screenshot(display: str) -> np.ndarray:
-    with av.open(display, format="x11grab", options={"video_size": f"{SCREEN_W}x{SCREEN_H}"}) as c:
+    with av.open(display, format="x11grab", options={"video_size": f"{SCREEN_W}x{SCREEN_H}", "draw_mouse": "0"}) as c:
         return next(c.decode(video=0)).to_ndarray(format="rgb24")
 
 
@@ -65,11 +65,26 @@ def lit_fraction(image: np.ndarray) -> float:
     return float((image.max(axis=2) > 16).mean())
 
 
+def picture_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    """top, left, height, width of what is lit on the screen (the window's picture)."""
+    rows, cols = np.nonzero(image.max(axis=2) > 16)
+    return int(rows.min()), int(cols.min()), int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+def split_line_at(image: np.ndarray) -> float | None:
+    """Where the split view's white line is, as a fraction of the picture's width."""
+    top, left, height, width = picture_box(image)
+    picture = image[top:top + height, left:left + width]
+    white_share = (picture.min(axis=2) > 230).mean(axis=0)
+    columns = np.nonzero(white_share > 0.9)[0]
+    return float(columns.mean() / width) if columns.size else None
+
+
 def halves_differ(image: np.ndarray) -> float:
     """Mean difference between the left and right halves of what is lit (the window's picture)."""
-    rows, cols = np.nonzero(image.max(axis=2) > 16)
-    picture = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1].astype(np.int16)
-    half = picture.shape[1] // 2
+    top, left, height, width = picture_box(image)
+    picture = image[top:top + height, left:left + width].astype(np.int16)
+    half = width // 2
     return float(np.abs(picture[:, :half] - picture[:, half:2 * half]).mean())
 
 
@@ -140,9 +155,16 @@ def test_window_keys_snapshot_view_record_and_quit(xvfb, tmp_path):
     thread, result = run_in_thread(session)
     assert wait_for(seen("shown", 5), 20)
     side_by_side = screenshot(xvfb)
+    av.VideoFrame.from_ndarray(side_by_side, format="rgb24").to_image().save("/tmp/exp/sbs.png")
     press("space")
     time.sleep(0.5)
     split = screenshot(xvfb)
+    top, left, height, width = picture_box(split)
+    middle_y = top + height // 2
+    subprocess.run(["xdotool", "mousemove", str(left + width // 2), str(middle_y), "mousedown", "1",
+                    "mousemove", str(left + width // 4), str(middle_y), "mouseup", "1"], check=True, timeout=20)
+    time.sleep(0.5)
+    dragged = screenshot(xvfb)
     press("s")
     assert wait_for(seen("snapshot"), 10)
     press("r")
@@ -158,6 +180,9 @@ def test_window_keys_snapshot_view_record_and_quit(xvfb, tmp_path):
     # Side by side, the derainer being the identity, the right half repeats the left; split, it does not.
     assert halves_differ(side_by_side) < 20 < halves_differ(split)
     assert lit_fraction(split) < 0.7 * lit_fraction(side_by_side)  # the window took the frame's shape
+    # The split line (white, full height) starts in the middle and follows the mouse.
+    assert split_line_at(split) == pytest.approx(0.5, abs=0.05)
+    assert split_line_at(dragged) == pytest.approx(0.25, abs=0.05)
     snapshot = next(e["path"] for e in events if e["event"] == "snapshot")
     with av.open(snapshot) as c:
         picture = next(c.decode(video=0))
