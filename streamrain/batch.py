@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Callable
 
 from streamrain.config import RunOptions
 from streamrain.errors import ConfigError, StreamrainError
+from streamrain.io.sink import remove_if_stale
 from streamrain.pipeline.job import derain_file
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 LEDGER_NAME = "streamrain-ledger.jsonl"
 VIDEO_GLOBS = ("*.mp4", "*.mov", "*.mkv", "*.avi", "*.ts", "*.mts", "*.m2ts", "*.m4v", "*.webm",
                "*.3gp", "*.flv", "*.wmv", "*.mpg", "*.mpeg")
-_PARTIAL = re.compile(r"^\..*\.streamrain-(\d+)\.partial(\.[^.]+)?$")
 
 
 @dataclass(frozen=True)
@@ -133,26 +132,8 @@ class Ledger:
 
 
 def sweep_partials(out_dir: Path) -> int:
-    """Remove temporary outputs left by runs that were killed (their process is gone)."""
-    removed = 0
-    for path in out_dir.rglob(".*.partial*"):
-        m = _PARTIAL.match(path.name)
-        if m and not _pid_alive(int(m.group(1))):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # ours from an earlier batch in this process: not in progress now
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Remove temporary outputs under ``out_dir`` left by runs that were killed."""
+    return sum(remove_if_stale(path) for path in out_dir.rglob(".*.partial*"))
 
 
 def output_for(rel: Path, out_dir: Path, suffix: str | None) -> Path:

@@ -6,6 +6,7 @@
     streamrain train RECIPE.toml [--run-dir D] [--steps N]
     streamrain synth RECIPE.toml [--out sheet.png] [--real DIR]
     streamrain bench [--model M] [--size WxH] [--frames N] [--json P]
+    streamrain preview SOURCE [--no-window] [--output TARGET] [--duration S]   (camera, stream, lavfi)
     streamrain batch IN_DIR OUT_DIR [--jobs N] [--include G] [--exclude G]   (or: streamrain IN_DIR OUT_DIR)
 
 Every failure ends with one line on stderr and a non-zero exit status; nothing is left at OUTPUT.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -40,6 +42,12 @@ class _Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame):
     raise _Terminated
+
+
+def _on_sigint(signum, frame):
+    # Installed explicitly: a process started in the background by a non-interactive shell inherits
+    # SIGINT as *ignored*, and Python then never raises KeyboardInterrupt.
+    raise KeyboardInterrupt
 
 
 def _setup_logging(verbose: int) -> None:
@@ -357,13 +365,101 @@ def _cmd_bench(argv: list[str]) -> int:
     return 0
 
 
+# -- streamrain preview ---------------------------------------------------------------------------
+
+def _cmd_preview(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="streamrain preview",
+        description="Derain a camera or a live stream as it happens: in a window (rainy | derained), "
+                    "to a file, or re-streamed. Latency stays bounded: stale frames are dropped.",
+        epilog="Window keys: q or Esc quit, space side by side / split (drag the split with the mouse), "
+               "s PNG snapshot, r start/stop recording. Ctrl-C finishes and keeps the output; twice aborts.")
+    p.add_argument("source", help="camera index or device (0, /dev/video0, video=NAME), URL "
+                                  "(rtsp/http/udp/tcp), lavfi:GRAPH, or a file (played in real time)")
+    p.add_argument("--no-window", action="store_true", help="no window (headless boxes); see --output")
+    p.add_argument("--output", help="write the derained stream to a file, or re-stream it to a URL "
+                                    "(udp://HOST:PORT or tcp://HOST:PORT as MPEG-TS, srt, rtmp, rtsp)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (the output is kept)")
+    p.add_argument("--size", help="camera capture size, e.g. 1280x720")
+    p.add_argument("--fps", type=float, help="camera frame rate")
+    p.add_argument("--input-format", help="camera input format, e.g. mjpeg (HD on most UVC cameras)")
+    p.add_argument("--no-reconnect", dest="reconnect", action="store_const", const=False,
+                   help="end when a network stream or camera is lost instead of reconnecting")
+    p.add_argument("--reconnect-delay", type=float, help="seconds before the first reconnection attempt; "
+                   "doubles after each failure (default 0.5)")
+    p.add_argument("--reconnect-max-delay", type=float, help="longest wait between attempts (default 10)")
+    p.add_argument("--reconnect-attempts", type=int, help="give up after N failed attempts in a row "
+                   "(default 0: never)")
+    p.add_argument("--stall-timeout", type=float, help="seconds without data before a stream counts as "
+                   "lost (default 5)")
+    p.add_argument("--record-dir", help="folder for r recordings and s snapshots (default: here)")
+    p.add_argument("--model", help="model name; default: the bundled one")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--batch", type=int, help="frames per model call (default 1: lowest latency)")
+    for flag in ("--codec", "--preset"):
+        p.add_argument(flag, help="encoder settings of --output and recordings")
+    p.add_argument("--crf", type=int)
+    p.add_argument("--pipeline", type=Path, help="TOML preset (e.g. pipelines/webcam.toml)")
+    p.add_argument("--stats-json", type=Path, help="write run statistics (with latency_ms) as JSON here")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    from streamrain.pipeline.job import make_derainer
+    from streamrain.pipeline.live import LiveSession, build_live_options
+
+    run, live = build_live_options(
+        args.pipeline,
+        run=dict(model=args.model, device=args.device, precision=args.precision, batch=args.batch,
+                 codec=args.codec, crf=args.crf, preset=args.preset),
+        live=dict(duration_s=args.duration, video_size=args.size, framerate=args.fps,
+                  input_format=args.input_format, reconnect=args.reconnect,
+                  reconnect_delay_s=args.reconnect_delay, reconnect_max_delay_s=args.reconnect_max_delay,
+                  reconnect_attempts=args.reconnect_attempts, stall_timeout_s=args.stall_timeout,
+                  record_dir=args.record_dir))
+    if args.no_window and args.output is None:
+        err.print("[yellow]--no-window without --output: frames are derained and measured, not kept[/]")
+    derainer = make_derainer(run)
+    with Progress(TextColumn("[bold]{task.description}"),
+                  TextColumn("{task.fields[frames]} frames {task.fields[fps]:4.1f} fps, latency "
+                             "{task.fields[latency]:4.0f} ms, dropped {task.fields[dropped]}, "
+                             "reconnects {task.fields[reconnects]}"),
+                  TimeElapsedColumn(), console=err, disable=args.no_progress) as bar:
+        task = bar.add_task(args.source[:24], total=None, frames=0, fps=0.0, latency=0.0, dropped=0,
+                            reconnects=0)
+
+        def progress(stats):
+            bar.update(task, frames=stats.frames_out, fps=stats.fps, dropped=stats.dropped,
+                       latency=stats.latency.last_s * 1000 if stats.latency else 0.0,
+                       reconnects=stats.reconnects or 0)
+
+        session = LiveSession(args.source, derainer=derainer, options=live, run=run, output=args.output,
+                              window=not args.no_window, progress=progress)
+        stats = session.run()
+        progress(stats)
+    if args.stats_json:
+        args.stats_json.write_text(json.dumps(stats.to_json(), indent=2) + "\n")
+    lat = stats.latency.to_json()
+    err.print(f"{stats.frames_out} frames in {stats.wall_s:.1f} s ({stats.fps:.1f} fps), {stats.dropped} dropped, "
+              f"{stats.reconnects or 0} reconnection(s); latency capture -> {stats.latency.until}: "
+              f"mean {lat['mean']:.0f} ms, p95 {lat['p95']:.0f} ms, max {lat['max']:.0f} ms",
+              highlight=False, soft_wrap=True)
+    for path in session.recordings:
+        err.print(f"recorded {path}", highlight=False, soft_wrap=True)
+    if args.output:
+        err.print(f"written to {args.output}", highlight=False, soft_wrap=True)
+    return 0
+
+
 _COMMANDS = {"models": _cmd_models, "eval": _cmd_eval, "train": _cmd_train, "bench": _cmd_bench,
-             "batch": _cmd_batch, "synth": _cmd_synth}
+             "batch": _cmd_batch, "synth": _cmd_synth, "preview": _cmd_preview}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigint)
     try:
         if argv and argv[0] in _COMMANDS:
             return _COMMANDS[argv[0]](argv[1:])
@@ -385,5 +481,17 @@ def _fail(message: str) -> None:
     sys.stderr.flush()
 
 
+def console() -> None:
+    """The console-script entry point."""
+    code = main()
+    if code in (EXIT_SIGINT, EXIT_SIGTERM):
+        # Everything is cleaned up by now; skip interpreter finalisation, which can abort in native
+        # thread pools (torch, FFmpeg) when a stage was stopped mid-call.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -203,7 +203,9 @@ class PreviewWindow:
         if self._proc is None or self._proc.poll() is None:
             return None
         self._stderr.seek(0)
+        noise = ("QFontDatabase", "Qt no longer ships fonts")  # opencv-python's Qt, on every start
         lines = [ln.strip() for ln in self._stderr.read().decode(errors="replace").splitlines()
-                 if ln.strip() and "QFontDatabase" not in ln and "fonts" not in ln]
-        tail = lines[-1] if lines else ""
+                 if ln.strip() and not any(n in ln for n in noise)]
+        telling = [ln for ln in lines if "could not connect" in ln or "cannot open display" in ln.lower()]
+        tail = (telling or lines or [""])[-1]
         return f"the window process ended with status {self._proc.returncode}" + (f": {tail}" if tail else "")

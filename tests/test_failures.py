@@ -121,3 +121,14 @@ def test_interrupted_run_leaves_nothing(clip, tmp_path, sig, code):
     assert proc.returncode == code, stderr
     assert "nothing was written" in stderr
     assert_nothing_written(tmp_path, output)
+
+
+def test_leftovers_of_a_killed_run_are_swept(clip, tmp_path):
+    from streamrain.pipeline.job import derain_file
+    output = tmp_path / "out.mp4"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".out.streamrain-{dead}.partial.mp4"
+    stale.write_bytes(b"half a video")
+    derain_file(str(clip("a.mp4", frames=3, audio=False)), output)
+    assert output.exists() and not stale.exists()

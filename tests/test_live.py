@@ -255,3 +255,29 @@ def test_latency_stats_quantiles():
     report = latency.to_json()
     assert report["n"] == 100 and report["max"] == 100.0 and report["mean"] == pytest.approx(50.5)
     assert 95.0 <= report["p95"] <= 96.0
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+def test_preview_command_headless_with_stats_json(tmp_path):
+    from streamrain.cli import main
+
+    out, stats_json = tmp_path / "out.mp4", tmp_path / "stats.json"
+    code = main(["preview", "lavfi:testsrc2=size=64x48:rate=25,realtime", "--no-window", "--duration", "2",
+                 "--output", str(out), "--stats-json", str(stats_json), "--no-progress"])
+    assert code == 0
+    report = json.loads(stats_json.read_text())
+    for key in ("frames_in", "frames_out", "dropped", "wall_s", "fps", "model", "device", "stages"):
+        assert key in report
+    assert set(report["latency_ms"]) >= {"mean", "p95", "max"} and report["model"] == "srnet-v1"
+    assert len(probe(out)["video"]["pts_s"]) == report["frames_out"] > 0
+
+
+def test_preview_command_without_a_display_says_no_window(monkeypatch, capsys):
+    from streamrain.cli import main
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code = main(["preview", "lavfi:testsrc2=size=64x48:rate=25,realtime", "--duration", "1"])
+    assert code == 1
+    assert "--no-window" in capsys.readouterr().err

@@ -57,7 +57,8 @@ def xvfb(monkeypatch):
 
 
 def screenshot(display: str) -> np.ndarray:
-    with av.open(display, format="x11grab", options={"video_size": f"{SCREEN_W}x{SCREEN_H}", "draw_mouse": "0"}) as c:
+    with av.open(display, format="x11grab", options={"video_size": f"{SCREEN_W}x{SCREEN_H}",
+                                                       "draw_mouse": "0"}) as c:
         return next(c.decode(video=0)).to_ndarray(format="rgb24")
 
 
@@ -121,8 +122,12 @@ def test_window_appears_and_shows_rainy_and_derained(xvfb, tmp_path):
     # The X server draws what the window process painted a moment later, on a loaded machine maybe
     # much later: poll.
     shots = []
-    assert wait_for(lambda: shots.append(screenshot(xvfb)) or lit_fraction(shots[-1]) > 0.2, 10), \
-        "the screen stayed blank"
+    ok = wait_for(lambda: shots.append(screenshot(xvfb)) or lit_fraction(shots[-1]) > 0.2, 10)
+    if not ok:  # DEBUG
+        av.VideoFrame.from_ndarray(shots[-1], format="rgb24").to_image().save("/tmp/exp/fail.png")
+        print("DEBUG", xvfb, os.environ.get("DISPLAY"), subprocess.run(["xdotool", "search", "--name", "streamrain"], capture_output=True, text=True))
+        print("DEBUG ps", subprocess.run("ps aux | grep -E 'Xvfb|_window' | grep -v grep", shell=True, capture_output=True, text=True).stdout)
+    assert ok, "the screen stayed blank"
     image = shots[-1]
     thread.join(timeout=30)
     assert "error" not in result, result.get("error")
@@ -155,7 +160,6 @@ def test_window_keys_snapshot_view_record_and_quit(xvfb, tmp_path):
     thread, result = run_in_thread(session)
     assert wait_for(seen("shown", 5), 20)
     side_by_side = screenshot(xvfb)
-    av.VideoFrame.from_ndarray(side_by_side, format="rgb24").to_image().save("/tmp/exp/sbs.png")
     press("space")
     time.sleep(0.5)
     split = screenshot(xvfb)
@@ -204,4 +208,14 @@ def test_a_display_nobody_answers_on_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("DISPLAY", ":987")
     session = LiveSession(LAVFI, derainer=identity, options=LiveOptions(duration_s=1), window=True)
     with pytest.raises(WindowError, match="no X server answers on DISPLAY=:987.*--no-window"):
+        session.run()
+
+
+@pytest.mark.skipif(not opencv_available(), reason="opencv-python is not installed")
+def test_window_process_that_cannot_connect_is_reported_not_fatal(monkeypatch):
+    # A remote-style display is not checked up front: the window process itself fails to connect
+    # (Qt aborts it), and this process carries on with a WindowError.
+    monkeypatch.setenv("DISPLAY", "127.0.0.1:987")
+    session = LiveSession(LAVFI, derainer=identity, options=LiveOptions(duration_s=1), window=True)
+    with pytest.raises(WindowError, match="window process ended.*--no-window"):
         session.run()

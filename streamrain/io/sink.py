@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,8 +43,32 @@ class EncodeOptions:
     copy_audio: bool = True
 
 
+_PARTIAL = re.compile(r"^\..*\.streamrain-(\d+)\.partial(\.[^.]+)?$")
+
+
 def temporary_path(target: Path) -> Path:
     return target.with_name(f".{target.stem}.streamrain-{os.getpid()}.partial{target.suffix}")
+
+
+def remove_if_stale(path: Path) -> bool:
+    """Delete a temporary output whose writer is gone (killed with -9, power cut); True if deleted."""
+    m = _PARTIAL.match(path.name)
+    if not m or _writer_alive(int(m.group(1))):
+        return False
+    path.unlink(missing_ok=True)
+    return True
+
+
+def _writer_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # an earlier job of this very process, which has finished with it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # MP4-family muxers accept some codecs in the header and then fail at the trailer (PCM with an
@@ -125,6 +150,8 @@ class VideoSink:
             raise OutputError(f"{self.target}: folder {self.target.parent} does not exist")
         if self.target.is_dir():
             raise OutputError(f"{self.target}: is a folder")
+        for leftover in self.target.parent.glob(f".{self.target.stem}.streamrain-*.partial*"):
+            remove_if_stale(leftover)
 
     @property
     def is_image(self) -> bool:
