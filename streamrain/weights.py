@@ -30,6 +30,7 @@ def save_weights(path: Path, model: torch.nn.Module, *, arch: str, arch_args: di
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    tmp.chmod(0o644)  # package data and shared model folders: readable by everyone
     tmp.replace(path)
 
 

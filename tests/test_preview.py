@@ -40,8 +40,10 @@ def xvfb(monkeypatch):
         pytest.skip("this PyAV build has no x11grab to take screenshots with")
     read_fd, write_fd = os.pipe()
     # -displayfd: Xvfb picks a free display number itself and writes it here once it accepts clients.
+    # -noreset: by default the server resets when its last client leaves (a screenshot taken before
+    # the window process connects), and a window created during that reset is never painted.
     server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN_W}x{SCREEN_H}x24",
-                               "-nolisten", "tcp"], pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
+                               "-nolisten", "tcp", "-noreset"], pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
     os.close(write_fd)
     with os.fdopen(read_fd) as f:
         number = f.readline().strip()
@@ -60,6 +62,16 @@ def screenshot(display: str) -> np.ndarray:
     with av.open(display, format="x11grab", options={"video_size": f"{SCREEN_W}x{SCREEN_H}",
                                                        "draw_mouse": "0"}) as c:
         return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def screenshot_when(display: str, condition, timeout_s: float = 10.0) -> np.ndarray:
+    """The first screenshot that meets ``condition`` (the last one taken if none does in time)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        image = screenshot(display)
+        if condition(image) or time.monotonic() > deadline:
+            return image
+        time.sleep(0.1)
 
 
 def lit_fraction(image: np.ndarray) -> float:
@@ -118,17 +130,19 @@ def test_window_appears_and_shows_rainy_and_derained(xvfb, tmp_path):
                           window=True, on_window_event=lambda e: shown.append(e) if e["event"] == "shown" else None)
     blank = screenshot(xvfb)
     thread, result = run_in_thread(session)
+    t0 = time.monotonic()
+    def dbg():
+        while thread.is_alive():
+            img = screenshot(xvfb)
+            tree = subprocess.run("xwininfo -root -tree | grep -E 'children|0x'; xwininfo -name 'streamrain preview' | grep 'Map State'", shell=True, capture_output=True, text=True).stdout.replace("\n", " | ")
+            open("/tmp/exp/dbg.txt", "a").write(f"{time.monotonic()-t0:.2f} shown={len(shown)} lit={lit_fraction(img):.3f} {tree}\n")
+            time.sleep(0.3)
+    threading.Thread(target=dbg, daemon=True).start()
     assert wait_for(lambda: len(shown) >= 10, 20), "the window showed no frames"
     # The X server draws what the window process painted a moment later, on a loaded machine maybe
     # much later: poll.
-    shots = []
-    ok = wait_for(lambda: shots.append(screenshot(xvfb)) or lit_fraction(shots[-1]) > 0.2, 10)
-    if not ok:  # DEBUG
-        av.VideoFrame.from_ndarray(shots[-1], format="rgb24").to_image().save("/tmp/exp/fail.png")
-        print("DEBUG", xvfb, os.environ.get("DISPLAY"), subprocess.run(["xdotool", "search", "--name", "streamrain"], capture_output=True, text=True))
-        print("DEBUG ps", subprocess.run("ps aux | grep -E 'Xvfb|_window' | grep -v grep", shell=True, capture_output=True, text=True).stdout)
-    assert ok, "the screen stayed blank"
-    image = shots[-1]
+    image = screenshot_when(xvfb, lambda shot: lit_fraction(shot) > 0.2)
+    assert lit_fraction(image) > 0.2, "the screen stayed blank"
     thread.join(timeout=30)
     assert "error" not in result, result.get("error")
     assert lit_fraction(blank) < 0.01
@@ -159,16 +173,16 @@ def test_window_keys_snapshot_view_record_and_quit(xvfb, tmp_path):
     started = time.monotonic()
     thread, result = run_in_thread(session)
     assert wait_for(seen("shown", 5), 20)
-    side_by_side = screenshot(xvfb)
+    side_by_side = screenshot_when(xvfb, lambda image: lit_fraction(image) > 0.2)
     press("space")
-    time.sleep(0.5)
-    split = screenshot(xvfb)
+    # The window takes the split view's shape (and repaints) at its own pace: wait for it.
+    split = screenshot_when(xvfb, lambda image: 0 < lit_fraction(image) < 0.7 * lit_fraction(side_by_side))
+    assert 0 < lit_fraction(split) < 0.7 * lit_fraction(side_by_side), "no split view after space"
     top, left, height, width = picture_box(split)
     middle_y = top + height // 2
     subprocess.run(["xdotool", "mousemove", str(left + width // 2), str(middle_y), "mousedown", "1",
                     "mousemove", str(left + width // 4), str(middle_y), "mouseup", "1"], check=True, timeout=20)
-    time.sleep(0.5)
-    dragged = screenshot(xvfb)
+    dragged = screenshot_when(xvfb, lambda image: (split_line_at(image) or 1.0) < 0.4)
     press("s")
     assert wait_for(seen("snapshot"), 10)
     press("r")
@@ -183,14 +197,13 @@ def test_window_keys_snapshot_view_record_and_quit(xvfb, tmp_path):
 
     # Side by side, the derainer being the identity, the right half repeats the left; split, it does not.
     assert halves_differ(side_by_side) < 20 < halves_differ(split)
-    assert lit_fraction(split) < 0.7 * lit_fraction(side_by_side)  # the window took the frame's shape
     # The split line (white, full height) starts in the middle and follows the mouse.
     assert split_line_at(split) == pytest.approx(0.5, abs=0.05)
     assert split_line_at(dragged) == pytest.approx(0.25, abs=0.05)
     snapshot = next(e["path"] for e in events if e["event"] == "snapshot")
     with av.open(snapshot) as c:
         picture = next(c.decode(video=0))
-    assert picture.width > picture.height  # what was shown: a wide side-by-side view
+    assert (picture.width, picture.height) == (480, 288)  # what was shown: one 160x96 frame enlarged x3
     assert len(session.recordings) == 1 and session.recordings[0].exists()
     assert 10 <= len(probe(session.recordings[0])["video"]["pts_s"]) <= 75
 
