@@ -49,6 +49,8 @@ def main() -> None:
     p.add_argument("--size", default="640x360")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--model", default=None)
+    p.add_argument("--backend", default="eager", choices=("eager", "compile", "tensorrt"))
+    p.add_argument("--batch", type=int, default=4)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     width, height = map(int, args.size.split("x"))
@@ -62,9 +64,9 @@ def main() -> None:
         tmp = Path(tmp)
         clip = make_test_clip(tmp / "clip.mp4", width=width, height=height, frames=args.frames)
         naive = naive_fps(clip, tmp / "naive.mp4", streamrain.load_model(args.model))
-        options = RunOptions(model=args.model)
+        options = RunOptions(model=args.model, backend=args.backend, batch=args.batch)
         stats = derain_file(str(clip), tmp / "streamrain.mp4", options=options, derainer=make_derainer(options))
-    result = {"size": args.size, "frames": args.frames, "naive_fps": round(naive, 2),
+    result = {"size": args.size, "frames": args.frames, "backend": args.backend, "batch": args.batch, "naive_fps": round(naive, 2),
               "streamrain_fps": round(stats.fps, 2), "speedup": round(stats.fps / naive, 2),
               "streamrain_derain_stage_fps": round(stats.stages["derain"].fps, 2),
               "streamrain_efficiency_vs_derain_stage": round(stats.fps / stats.stages["derain"].fps, 3)}
