@@ -34,7 +34,7 @@ import numpy as np
 
 _KEY_ESC, _KEY_SPACE = 27, 32
 _WHITE, _BLACK, _RED = (255, 255, 255), (0, 0, 0), (40, 40, 230)  # BGR
-_MAX_INITIAL_WIDTH = 1600
+_MAX_WIDTH = 1600
 _MIN_HEIGHT = 270
 
 
@@ -99,11 +99,17 @@ class _View:
     def compose(self, rainy_rgb: np.ndarray, derained_rgb: np.ndarray, header: dict) -> np.ndarray:
         rainy, derained = rainy_rgb[..., ::-1], derained_rgb[..., ::-1]  # OpenCV draws BGR
         h, w = rainy.shape[:2]
-        if h < _MIN_HEIGHT:  # tiny streams: enlarge the pixels, so the overlay text stays legible
-            factor = -(-_MIN_HEIGHT // h)
-            rainy, derained = (cv2.resize(f, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST)
-                               for f in (rainy, derained))
-            h, w = h * factor, w * factor
+        # Tiny streams enlarged so the overlay stays legible, large ones reduced to fit a screen
+        # (the window opens at the picture's size; the user can resize it from there).
+        shown_w = w if self.split_view else 2 * w
+        if h < _MIN_HEIGHT:
+            factor = float(-(-_MIN_HEIGHT // h))  # whole pixels: a sharp enlargement
+        else:
+            factor = min(1.0, _MAX_WIDTH / shown_w)
+        if factor != 1.0:
+            w, h = round(w * factor), round(h * factor)
+            method = cv2.INTER_NEAREST if factor > 1 else cv2.INTER_AREA
+            rainy, derained = (cv2.resize(f, (w, h), interpolation=method) for f in (rainy, derained))
         if self.split_view:
             cut = round(self.split * w)
             image = np.ascontiguousarray(derained)
@@ -156,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
 
     title = args.title
     view = _View()
+    # A window the user can resize (the picture scales with it); GUI_NORMAL: no Qt toolbar.
     cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
     cv2.setMouseCallback(title, view.on_mouse)
-    cv2.imshow(title, np.zeros((180, 640, 3), np.uint8))
+    cv2.imshow(title, np.full((180, 640, 3), 12, np.uint8))  # near black: up, waiting for frames
     cv2.waitKey(1)
     emit("ready")
 
@@ -172,17 +179,17 @@ def main(argv: list[str] | None = None) -> int:
             header, (rainy, derained) = item
             image = view.compose(rainy, derained, header)
             if image.shape != sized_for:  # first frame, view switched, or the stream changed size
-                width = min(image.shape[1], _MAX_INITIAL_WIDTH)
-                cv2.resizeWindow(title, width, round(image.shape[0] * width / image.shape[1]))
+                cv2.resizeWindow(title, image.shape[1], image.shape[0])
                 sized_for = image.shape
             cv2.imshow(title, image)
+        elif mailbox.ended:
+            break
+        key = cv2.waitKey(1 if item is not None else 10) & 0xFF  # paints what imshow was given
+        if item is not None:
             now = time.monotonic()
             view.shown_s.append(now)
             view.latency_s = now - header["captured_s"]
             emit("shown", latency_s=view.latency_s)
-        elif mailbox.ended:
-            break
-        key = cv2.waitKey(1 if item is not None else 10) & 0xFF
         if key in (ord("q"), ord("Q"), _KEY_ESC):
             emit("quit")
             break

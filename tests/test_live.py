@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import av
@@ -216,7 +217,7 @@ def test_webcam_preset_loads_for_preview_and_for_the_file_command():
     assert run.batch == 1 and not run.copy_audio
     assert live.input_format == "mjpeg" and live.reconnect
     assert build_options(preset).batch == 1  # the [live] table is skipped by the other commands
-    values = {k: v for k, v in __import__("tomllib").loads(preset.read_text()).items() if k != "live"}
+    values = {k: v for k, v in tomllib.loads(preset.read_text()).items() if k != "live"}
     assert all(values[k] == v for k, v in LIVE_RUN_DEFAULTS.items())  # the preset states the defaults
 
 

@@ -23,6 +23,16 @@ from streamrain.preview import WindowError, opencv_available
 
 LAVFI = "lavfi:testsrc2=size=160x96:rate=25,realtime"
 SCREEN_W, SCREEN_H = 1024, 600
+OPENBOX_RC = """<?xml version="1.0" encoding="UTF-8"?>
+<openbox_config xmlns="http://openbox.org/3.4/rc">
+  <applications>
+    <application class="*">
+      <decor>no</decor>
+      <position force="yes"><x>0</x><y>0</y></position>
+    </application>
+  </applications>
+</openbox_config>
+"""
 
 
 def identity(frames_bhwc: np.ndarray) -> np.ndarray:
@@ -30,10 +40,19 @@ def identity(frames_bhwc: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def xvfb(monkeypatch):
-    """A private X server; DISPLAY points at it for this test (and the window process it starts)."""
+def xvfb(monkeypatch, tmp_path):
+    """A private X server with a window manager; DISPLAY points at it for this test (and the window
+    process it starts).
+
+    The window manager is not decoration: on a bare X server, opencv-python's Qt now and then misses
+    the MapNotify of its window and never paints it (seen in up to one run in three here, under
+    load); a window manager maps windows itself, as every desktop does. Configured to leave windows
+    undecorated at the top-left corner, so the screen shows the picture alone.
+    """
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (apt-get install xvfb; .ci/run does)")
+    if shutil.which("openbox") is None or shutil.which("xprop") is None:
+        pytest.skip("no window manager for Xvfb (apt-get install openbox x11-utils; .ci/run does)")
     if not opencv_available():
         pytest.skip("opencv-python is not installed (pip install -e '.[dev]')")
     if "x11grab" not in av.formats_available:
@@ -53,9 +72,20 @@ def xvfb(monkeypatch):
         pytest.skip("Xvfb did not start")
     display = f":{number}"
     monkeypatch.setenv("DISPLAY", display)
-    yield display
-    server.terminate()
-    server.wait(timeout=10)
+    config = tmp_path / "openbox-rc.xml"
+    config.write_text(OPENBOX_RC)
+    wm = subprocess.Popen(["openbox", "--config-file", str(config)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    running = wait_for(lambda: "window id" in subprocess.run(
+        ["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], capture_output=True, text=True).stdout, 20)
+    try:
+        assert running, "the window manager did not start"
+        yield display
+    finally:
+        wm.terminate()
+        wm.wait(timeout=10)
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def screenshot(display: str) -> np.ndarray:
@@ -130,14 +160,6 @@ def test_window_appears_and_shows_rainy_and_derained(xvfb, tmp_path):
                           window=True, on_window_event=lambda e: shown.append(e) if e["event"] == "shown" else None)
     blank = screenshot(xvfb)
     thread, result = run_in_thread(session)
-    t0 = time.monotonic()
-    def dbg():
-        while thread.is_alive():
-            img = screenshot(xvfb)
-            tree = subprocess.run("xwininfo -root -tree | grep -E 'children|0x'; xwininfo -name 'streamrain preview' | grep 'Map State'", shell=True, capture_output=True, text=True).stdout.replace("\n", " | ")
-            open("/tmp/exp/dbg.txt", "a").write(f"{time.monotonic()-t0:.2f} shown={len(shown)} lit={lit_fraction(img):.3f} {tree}\n")
-            time.sleep(0.3)
-    threading.Thread(target=dbg, daemon=True).start()
     assert wait_for(lambda: len(shown) >= 10, 20), "the window showed no frames"
     # The X server draws what the window process painted a moment later, on a loaded machine maybe
     # much later: poll.
@@ -176,7 +198,8 @@ def test_window_keys_snapshot_view_record_and_quit(xvfb, tmp_path):
     side_by_side = screenshot_when(xvfb, lambda image: lit_fraction(image) > 0.2)
     press("space")
     # The window takes the split view's shape (and repaints) at its own pace: wait for it.
-    split = screenshot_when(xvfb, lambda image: 0 < lit_fraction(image) < 0.7 * lit_fraction(side_by_side))
+    split = screenshot_when(xvfb, lambda image: 0 < lit_fraction(image) < 0.7 * lit_fraction(side_by_side)
+                            and split_line_at(image) is not None)
     assert 0 < lit_fraction(split) < 0.7 * lit_fraction(side_by_side), "no split view after space"
     top, left, height, width = picture_box(split)
     middle_y = top + height // 2

@@ -1,7 +1,7 @@
 """A live session: a camera, a network stream or a ``lavfi`` graph derained with bounded latency, shown
 in the preview window and/or written to a file or re-streamed.
 
-What the live policy of the Pipeline adds to here:
+What this adds to the live policy of the Pipeline (drop the oldest waiting frame, never wait):
 
 * Frames are restamped by the wall clock (milliseconds since the first frame): after a reconnection
   the stream's own timestamps restart or jump, and dropped frames must leave gaps, not squeeze time.
@@ -177,16 +177,19 @@ class LiveSource:
         self._items: Iterator | None = None
         self._current: VideoSource | None = self._open(options.open_timeout_s)
         first = self._current.info
+        # A URL whose scheme does not say (http, https) is live when it has no duration: a camera's
+        # HTTP stream, not a file on a web server.
+        self.live = spec.is_live or ("://" in spec.url and spec.format is None and first.duration_s is None)
         self.info: VideoInfo = replace(first, time_base=WALL_TIME_BASE, frames=0, duration_s=None,
                                        is_live=True, metadata={})
 
     @property
     def reconnectable(self) -> bool:
-        return self.options.reconnect and self.spec.is_live and self.spec.format != "lavfi"
+        return self.options.reconnect and self.live and self.spec.format != "lavfi"
 
     @property
     def paced(self) -> bool:
-        return not self.spec.is_live
+        return not self.live
 
     @property
     def decode_errors(self) -> int:
