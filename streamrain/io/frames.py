@@ -25,6 +25,10 @@ class Frame:
         return float(self.pts * self.time_base)
 
 
+# FFmpeg colour-matrix tags that swscale understands, mapped to its own constants (SWS_CS_*).
+SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+
+
 @dataclass(frozen=True)
 class ColourTags:
     """The four colour tags that decide how YUV maps to RGB (FFmpeg's enum values)."""

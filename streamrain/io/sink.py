@@ -23,14 +23,13 @@ import av
 import numpy as np
 
 from streamrain.errors import OutputError
-from streamrain.io.frames import Frame, VideoInfo
+from streamrain.io.frames import SWS_MATRIX, Frame, VideoInfo
 
 log = logging.getLogger(__name__)
 
 _IMAGE_CODECS = {".png": ("png", "rgb24"), ".jpg": ("mjpeg", "yuvj444p"), ".jpeg": ("mjpeg", "yuvj444p"),
                  ".bmp": ("bmp", "bgr24"), ".tif": ("tiff", "rgb24"), ".tiff": ("tiff", "rgb24"),
                  ".webp": ("libwebp", "yuv420p")}
-_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 _CHROMA_SUBSAMPLED = {"yuv420p", "yuv422p", "nv12", "yuv420p10le", "yuv422p10le"}
 
 
@@ -205,7 +204,7 @@ class VideoSink:
         self._yuv = pix_fmt.startswith(("yuv", "nv"))
         self._full_range = pix_fmt.startswith("yuvj") or info.colour.color_range == 2
         tags = info.colour
-        self._matrix_tag = tags.colorspace if tags.colorspace in _SWS_MATRIX else (1 if info.height >= 720 else 6)
+        self._matrix_tag = tags.colorspace if tags.colorspace in SWS_MATRIX else (1 if info.height >= 720 else 6)
         if self._yuv:
             cc = stream.codec_context
             cc.colorspace = self._matrix_tag
@@ -241,7 +240,7 @@ class VideoSink:
         if self.pix_fmt == "rgb24":
             return vf
         if self._yuv:
-            out = vf.reformat(format=self.pix_fmt, dst_colorspace=_SWS_MATRIX[self._matrix_tag],
+            out = vf.reformat(format=self.pix_fmt, dst_colorspace=SWS_MATRIX[self._matrix_tag],
                               dst_color_range=2 if self._full_range else 1)
             out.colorspace = self._matrix_tag
             out.color_range = 2 if self._full_range else 1

@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -20,14 +20,12 @@ from typing import Iterator
 import av
 
 from streamrain.errors import InputError
-from streamrain.io.frames import ColourTags, Frame, VideoInfo
+from streamrain.io.frames import SWS_MATRIX, ColourTags, Frame, VideoInfo
 
 log = logging.getLogger(__name__)
 
 URL_SCHEMES = ("http", "https", "rtsp", "rtsps", "rtmp", "udp", "tcp", "srt", "rtp", "file")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-# FFmpeg colour-matrix tags swscale understands, mapped to its own constants (SWS_CS_*).
-_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ class VideoSource:
 
         Untagged streams get BT.709 from 720 lines up and BT.601 below, like most players.
         """
-        matrix = _SWS_MATRIX.get(int(frame.colorspace or 2), 1 if frame.height >= 720 else 5)
+        matrix = SWS_MATRIX.get(int(frame.colorspace or 2), 1 if frame.height >= 720 else 5)
         full = int(frame.color_range or 0) == 2 or frame.format.name.startswith("yuvj")
         return {"src_colorspace": matrix, "src_color_range": 2 if full else 1}
 
@@ -157,7 +155,7 @@ class VideoSource:
                     rgb = frame.to_ndarray(format="rgb24", **self.rgb_conversion(frame)) \
                         if frame.format.name not in ("rgb24",) else frame.to_ndarray()
                     if index == 0 and frame.rotation:
-                        self.info = _replace_rotation(self.info, int(frame.rotation))
+                        self.info = replace(self.info, rotation=int(frame.rotation) % 360)
                     yield Frame(rgb, pts, self.info.time_base, index, time.monotonic())
                     index += 1
         except (av.FFmpegError, OSError) as exc:
@@ -182,11 +180,6 @@ class VideoSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _replace_rotation(info: VideoInfo, rotation: int) -> VideoInfo:
-    from dataclasses import replace
-    return replace(info, rotation=rotation % 360)
 
 
 def _reason(exc: BaseException) -> str:
