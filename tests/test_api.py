@@ -115,3 +115,12 @@ def test_bench_reports_every_stage(tmp_path, capsys):
     assert result["frames"] == 12 and (result["width"], result["height"]) == (64, 48)
     assert set(result["stages_in_pipeline"]) == {"decode", "derain", "encode"}
     assert "pipeline efficiency" in capsys.readouterr().out
+
+
+def test_a_network_with_3d_convolutions_runs_on_the_cpu_path():
+    # SDSEN's Conv3d weights have no channels_last layout; the CPU path must still take it.
+    net = ARCHS["sdsen"]().eval()
+    derainer = Derainer(DerainModule(net, name="sdsen", arch="sdsen"), device="cpu", precision="fp32")
+    frames = np.random.default_rng(0).integers(0, 256, (1, 24, 32, 3), dtype=np.uint8)
+    out = derainer(frames)
+    assert out.shape == frames.shape and out.dtype == np.uint8

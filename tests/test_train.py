@@ -149,3 +149,17 @@ def test_synth_contact_sheet(tiny_recipe, tmp_path, capsys):
     with av.open(str(sheet)) as c:
         frame = next(c.decode(video=0))
     assert (frame.width, frame.height) == (4 * 192, 3 * 192)  # 2 pairs per row; 2 rows + real row
+
+
+def test_fine_tuning_starts_from_shipped_weights(tiny_recipe, tmp_path):
+    Trainer(tiny_recipe, tmp_path / "base").run()
+    weights = tmp_path / "base" / "model.safetensors"
+    tuned = replace(tiny_recipe, name="tuned", train=replace(tiny_recipe.train, init_from=weights))
+    trainer = Trainer(tuned, tmp_path / "tuned")
+    from streamrain.weights import build_from_weights
+    for a, b in zip(trainer.model.state_dict().values(), build_from_weights(weights).state_dict().values()):
+        assert torch.equal(a, b)
+    assert trainer.step == 0  # new optimiser and schedule; only the weights carry over
+    wider = replace(tuned, arch_args={**tuned.arch_args, "half_channels": 12})
+    with pytest.raises(ValueError, match="not the recipe's srnet"):
+        Trainer(wider, tmp_path / "wider")

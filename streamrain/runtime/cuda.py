@@ -11,10 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from streamrain.runtime.layout import to_channels_last
+
 
 class CudaRunner:
     def __init__(self, module: torch.nn.Module, dtype: torch.dtype, device: torch.device):
-        self.module = module.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+        self.module = to_channels_last(module.to(device=device, dtype=dtype))
         self.dtype = dtype
         self.device = device
         self.copy_stream = torch.cuda.Stream(device)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from streamrain.errors import ModelError
+from streamrain.runtime.layout import to_channels_last
 from streamrain.runtime.wrapper import DerainModule
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Derainer:
             # that a new frame size does not trigger a recompile.
             self.module.net = torch.compile(self.module.net, dynamic=True)
         if self.device.type == "cpu":
-            self.module.to(memory_format=torch.channels_last)
+            to_channels_last(self.module)
             self._run = self._run_cpu
         else:
             from streamrain.runtime.cuda import CudaRunner

@@ -77,6 +77,25 @@ def load_clean_pool(
     return pool
 
 
+def random_crop(pool: list[torch.Tensor], patch: int, scale: tuple[float, float],
+                gen: torch.Generator) -> torch.Tensor:
+    """A float ``(C, patch, patch)`` crop in [0, 1] of a random uint8 image of ``pool``: a random
+    square shrunk by a random factor from ``scale`` (scale jitter), flipped left-right half the time."""
+    image = pool[int(torch.randint(len(pool), (1,), generator=gen))]
+    _, h, w = image.shape
+    s = scale[0] + (scale[1] - scale[0]) * float(torch.rand(1, generator=gen))
+    side = min(h, w, max(patch, round(patch / s)))
+    top = int(torch.randint(h - side + 1, (1,), generator=gen))
+    left = int(torch.randint(w - side + 1, (1,), generator=gen))
+    crop = image[:, top:top + side, left:left + side].float().div_(255)
+    if side != patch:
+        crop = F.interpolate(crop[None], size=(patch, patch), mode="bilinear",
+                             antialias=True, align_corners=False)[0]
+    if float(torch.rand(1, generator=gen)) < 0.5:
+        crop = crop.flip(-1)
+    return crop
+
+
 class SyntheticPairs:
     """Draws batches of (rainy, clean) float patches, deterministic for a given generator state."""
 
@@ -87,21 +106,21 @@ class SyntheticPairs:
         self.rain = rain
         self.scale = scale
 
-    def _crop(self, gen: torch.Generator) -> torch.Tensor:
-        image = self.pool[int(torch.randint(len(self.pool), (1,), generator=gen))]
-        _, h, w = image.shape
-        s = self.scale[0] + (self.scale[1] - self.scale[0]) * float(torch.rand(1, generator=gen))
-        side = min(h, w, max(self.patch, round(self.patch / s)))
-        top = int(torch.randint(h - side + 1, (1,), generator=gen))
-        left = int(torch.randint(w - side + 1, (1,), generator=gen))
-        crop = image[:, top:top + side, left:left + side].float().div_(255)
-        if side != self.patch:
-            crop = F.interpolate(crop[None], size=(self.patch, self.patch), mode="bilinear",
-                                 antialias=True, align_corners=False)[0]
-        if float(torch.rand(1, generator=gen)) < 0.5:
-            crop = crop.flip(-1)
-        return crop
+    def batch(self, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        clean = torch.stack([random_crop(self.pool, self.patch, self.scale, gen)
+                             for _ in range(size)]).clamp_(0, 1)
+        return add_rain(clean, self.rain, gen), clean
+
+
+class MixedPairs:
+    """Batches drawn from several pair sources (synthetic, paired folders) in fixed shares."""
+
+    def __init__(self, sources: list, shares: list[float]):
+        self.sources = sources
+        self.shares = shares
 
     def batch(self, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        clean = torch.stack([self._crop(gen) for _ in range(size)]).clamp_(0, 1)
-        return add_rain(clean, self.rain, gen), clean
+        counts = [round(size * share) for share in self.shares[:-1]]
+        counts.append(size - sum(counts))
+        parts = [source.batch(n, gen) for source, n in zip(self.sources, counts) if n > 0]
+        return torch.cat([rainy for rainy, _ in parts]), torch.cat([clean for _, clean in parts])

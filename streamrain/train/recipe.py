@@ -17,7 +17,10 @@ class RecipeError(ValueError):
 
 @dataclass(frozen=True)
 class DataSection:
-    clean_dirs: tuple[Path, ...]
+    clean_dirs: tuple[Path, ...] = ()  # clean images and clips that get synthetic rain
+    paired_dirs: tuple[Path, ...] = ()  # rainy/clean pairs (layouts in streamrain.train.paired)
+    paired_fraction: float = 0.5  # share of each batch from paired_dirs when both kinds are given
+    side_by_side: str = "rainy-left"  # which half of a side-by-side pair image is rainy
     exclude: tuple[str, ...] = ()
     max_side: int = 1024
     min_side: int = 160
@@ -46,6 +49,7 @@ class TrainSection:
     val_batches: int = 4
     bf16: bool = True
     threads: int = 0  # 0: torch's default
+    init_from: Path | None = None  # weights (.safetensors) to start from: fine-tuning a shipped model
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,14 @@ def load_recipe(path: Path) -> Recipe:
         raise RecipeError(f"{path}: unknown arch {raw['arch']!r}; known: {sorted(ARCHS)}")
     data = dict(raw["data"])
     # Relative data folders are relative to the recipe file, so a recipe works from any directory.
-    data["clean_dirs"] = [(path.parent / d).resolve() for d in data.get("clean_dirs", [])]
+    for key in ("clean_dirs", "paired_dirs"):
+        data[key] = [(path.parent / d).resolve() for d in data.get(key, [])]
+    data_section = _section(DataSection, data, f"{path} [data]")
+    if not data_section.clean_dirs and not data_section.paired_dirs:
+        raise RecipeError(f"{path}: [data] needs clean_dirs or paired_dirs")
+    train = dict(raw.get("train", {}))
+    if "init_from" in train:
+        train["init_from"] = (path.parent / train["init_from"]).resolve()
     loss = dict(raw.get("loss", {"charbonnier": 1.0}))
     unknown_loss = sorted(set(loss) - set(LOSSES))
     if unknown_loss:
@@ -97,7 +108,7 @@ def load_recipe(path: Path) -> Recipe:
         raise RecipeError(f"{path}: [rain] {exc}") from exc
     return Recipe(
         name=raw["name"], arch=raw["arch"], arch_args=dict(raw.get("arch_args", {})),
-        data=_section(DataSection, data, f"{path} [data]"), rain=rain,
+        data=data_section, rain=rain,
         optim=_section(OptimSection, raw.get("optim", {}), f"{path} [optim]"),
-        loss=loss, train=_section(TrainSection, raw.get("train", {}), f"{path} [train]"), path=path,
+        loss=loss, train=_section(TrainSection, train, f"{path} [train]"), path=path,
     )

@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 
 from streamrain.archs import ARCHS
-from streamrain.train.data import SyntheticPairs, load_clean_pool
+from streamrain.runtime.layout import to_channels_last
+from streamrain.train.data import MixedPairs, SyntheticPairs, load_clean_pool
+from streamrain.train.paired import PairedPatches, find_pairs, load_pair
 from streamrain.train.losses import combined_loss
 from streamrain.train.recipe import Recipe
-from streamrain.weights import save_weights
+from streamrain.weights import build_from_weights, read_metadata, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,13 @@ def _psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> float:
     return (10 * torch.log10(1 / mse)).mean().item()
 
 
+def _hold_out(items: list, every: int) -> tuple[list, list]:
+    """(train, validation): every ``every``-th item is held out for validation only."""
+    train = [x for i, x in enumerate(items) if every <= 1 or i % every != every - 1]
+    val = [x for i, x in enumerate(items) if every > 1 and i % every == every - 1] or items[:1]
+    return train, val
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path, *, max_steps: int | None = None,
                  progress=None):
@@ -57,7 +66,7 @@ class Trainer:
             torch.set_num_threads(recipe.train.threads)
         torch.manual_seed(recipe.train.seed)
         self.model = ARCHS[recipe.arch](**recipe.arch_args)
-        self.model.to(memory_format=torch.channels_last)
+        to_channels_last(self.model)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -73,17 +82,31 @@ class Trainer:
 
     def _load_data(self) -> None:
         d = self.recipe.data
-        pool = load_clean_pool(list(d.clean_dirs), max_side=d.max_side, min_side=d.min_side,
-                               clip_every=d.clip_every, exclude=d.exclude)
-        n = d.val_every_nth_image
-        train = [im for i, im in enumerate(pool) if n <= 1 or i % n != n - 1]
-        val = [im for i, im in enumerate(pool) if n > 1 and i % n == n - 1] or pool[:1]
-        self.pairs = SyntheticPairs(train, patch=d.patch, rain=self.recipe.rain, scale=d.scale)
+        sources, val_sources, shares = [], [], []
+        if d.clean_dirs:
+            pool = load_clean_pool(list(d.clean_dirs), max_side=d.max_side, min_side=d.min_side,
+                                   clip_every=d.clip_every, exclude=d.exclude)
+            train, val = _hold_out(pool, d.val_every_nth_image)
+            sources.append(SyntheticPairs(train, patch=d.patch, rain=self.recipe.rain, scale=d.scale))
+            val_sources.append(SyntheticPairs(val, patch=d.patch, rain=self.recipe.rain, scale=(1.0, 1.0)))
+            shares.append(1.0 - d.paired_fraction if d.paired_dirs else 1.0)
+            log.info("synthetic rain over %d clean images, %d held out", len(train), len(val))
+        if d.paired_dirs:
+            pairs = []
+            for root in d.paired_dirs:
+                layout, files = find_pairs(root, split="train")
+                pairs += [load_pair(f, side_by_side=d.side_by_side, max_side=d.max_side) for f in files]
+                log.info("%d pairs (%s layout) from %s", len(files), layout, root)
+            pairs = [p for p in pairs if min(p[0].shape[1:]) >= d.patch]
+            train, val = _hold_out(pairs, d.val_every_nth_image)
+            sources.append(PairedPatches(train, patch=d.patch, scale=d.scale))
+            val_sources.append(PairedPatches(val, patch=d.patch, scale=(1.0, 1.0)))
+            shares.append(d.paired_fraction if d.clean_dirs else 1.0)
+        self.pairs = sources[0] if len(sources) == 1 else MixedPairs(sources, shares)
+        val_pairs = val_sources[0] if len(val_sources) == 1 else MixedPairs(val_sources, shares)
         # A fixed validation set: same held-out images, same rain, every time and every resume.
         val_gen = torch.Generator().manual_seed(12345)
-        val_pairs = SyntheticPairs(val, patch=d.patch, rain=self.recipe.rain, scale=(1.0, 1.0))
         self.val_set = [val_pairs.batch(d.batch, val_gen) for _ in range(self.recipe.train.val_batches)]
-        log.info("training on %d clean images, validating on %d held out", len(train), len(val))
 
     @property
     def checkpoint_path(self) -> Path:
@@ -91,6 +114,8 @@ class Trainer:
 
     def _resume(self) -> None:
         if not self.checkpoint_path.exists():
+            if self.recipe.train.init_from:
+                self._init_from(self.recipe.train.init_from)
             return
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         if state["recipe_name"] != self.recipe.name:
@@ -103,6 +128,15 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
         log.info("resumed %s at step %d", self.checkpoint_path, self.step)
+
+    def _init_from(self, path: Path) -> None:
+        start = build_from_weights(path)
+        meta = read_metadata(path)
+        if meta.get("arch") != self.recipe.arch or json.loads(meta.get("arch_args", "{}")) != self.recipe.arch_args:
+            raise ValueError(f"{path} holds {meta.get('arch')} {meta.get('arch_args')}, "
+                             f"not the recipe's {self.recipe.arch} {self.recipe.arch_args}")
+        self.model.load_state_dict(start.state_dict())
+        log.info("starting from the weights in %s", path)
 
     def save_checkpoint(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
