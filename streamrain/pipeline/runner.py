@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 from typing import Callable, Literal
 
@@ -49,6 +50,9 @@ class Pipeline:
         self.q_derained = StageQueue(room, self.stop)
         self.stats = RunStats(model=model_name, device=device_label)
         self._errors: list[tuple[str, BaseException]] = []
+        # Live runs keep one batch at a time: a batch held in flight would be added latency.
+        self._max_in_flight = getattr(derain, "max_in_flight", 1) if policy == "offline" else 1
+        self._in_flight: deque = deque()
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -97,11 +101,31 @@ class Pipeline:
             if pending:
                 self._derain_batch(pending, timing)
                 pending = []
+        while self._in_flight:
+            self._collect_oldest(timing)
         self.q_derained.put(END)
 
     def _derain_batch(self, frames: list[Frame], timing) -> None:
+        batch = np.stack([f.rgb_u8 for f in frames])
+        if self._max_in_flight <= 1:
+            with Timer(timing):
+                out = self.derain(batch)
+            self._emit(frames, out, timing)
+            return
+        # A derainer that overlaps batches (CUDA): submit this one before collecting the oldest, so
+        # its upload and compute run while the previous batch comes back.
         with Timer(timing):
-            out = self.derain(np.stack([f.rgb_u8 for f in frames]))
+            self._in_flight.append((frames, self.derain.submit(batch)))
+        if len(self._in_flight) >= self._max_in_flight:
+            self._collect_oldest(timing)
+
+    def _collect_oldest(self, timing) -> None:
+        frames, handle = self._in_flight.popleft()
+        with Timer(timing):
+            out = self.derain.collect(handle)
+        self._emit(frames, out, timing)
+
+    def _emit(self, frames: list[Frame], out: np.ndarray, timing) -> None:
         timing.frames += len(frames)
         for f, rgb in zip(frames, out):
             self.q_derained.put(replace(f, rgb_u8=rgb))

@@ -1,12 +1,15 @@
-"""CUDA path: pinned host staging buffers, a copy stream beside the compute stream, fp16 on the GPU,
-and the uint8 <-> float conversion done on the GPU (only uint8 crosses the bus).
+"""CUDA path: pinned host staging buffers, separate upload, compute and download streams, fp16 on
+the GPU, and the uint8 <-> float conversion done on the GPU (only uint8 crosses the bus).
 
-Upload of a batch runs on the copy stream; the compute stream waits on an event for it, so the next
-batch's upload can overlap the current batch's compute when the caller runs ahead.
+Batches go through ``submit`` and ``collect``. Each of the two slots owns its pinned buffers and
+events, so while batch N is computed, batch N+1 is uploaded and batch N-1 downloaded: the caller
+submits the next batch before it collects the previous one (``streamrain.pipeline.runner`` does).
 Not testable on the CPU-only CI machine; kept deliberately small.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,35 +17,66 @@ import torch
 from streamrain.runtime.layout import to_channels_last
 
 
+@dataclass
+class _Slot:
+    host_in: torch.Tensor  # pinned uint8 (B, H, W, 3)
+    host_out: torch.Tensor
+    done: torch.cuda.Event  # recorded when host_out holds the batch's result
+
+
 class CudaRunner:
+    slots = 2
+
     def __init__(self, module: torch.nn.Module, dtype: torch.dtype, device: torch.device):
         self.module = to_channels_last(module.to(device=device, dtype=dtype))
         self.dtype = dtype
         self.device = device
-        self.copy_stream = torch.cuda.Stream(device)
+        self.upload_stream = torch.cuda.Stream(device)
         self.compute_stream = torch.cuda.Stream(device)
-        self._host_in: torch.Tensor | None = None
-        self._host_out: torch.Tensor | None = None
+        self.download_stream = torch.cuda.Stream(device)
+        self._slots: list[_Slot | None] = [None] * self.slots
+        self._next = 0
 
-    def _staging(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._host_in is None or tuple(self._host_in.shape) != shape:
-            self._host_in = torch.empty(shape, dtype=torch.uint8).pin_memory()
-            self._host_out = torch.empty(shape, dtype=torch.uint8).pin_memory()
-        return self._host_in, self._host_out
+    def _slot(self, index: int, shape: tuple[int, ...]) -> _Slot:
+        slot = self._slots[index]
+        if slot is None or tuple(slot.host_in.shape) != shape:
+            if slot is not None:
+                slot.done.synchronize()  # its buffers may still be in use by the GPU
+            slot = _Slot(torch.empty(shape, dtype=torch.uint8).pin_memory(),
+                         torch.empty(shape, dtype=torch.uint8).pin_memory(), torch.cuda.Event())
+            self._slots[index] = slot
+        return slot
 
-    def __call__(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
-        host_in, host_out = self._staging(rgb_u8_bhwc.shape)
-        host_in.numpy()[...] = rgb_u8_bhwc
-        uploaded = torch.cuda.Event()
-        with torch.cuda.stream(self.copy_stream):
-            frames = host_in.to(self.device, non_blocking=True)
-            uploaded.record(self.copy_stream)
+    def submit(self, rgb_u8_bhwc: np.ndarray) -> int:
+        """Queues one batch on the GPU and returns its handle for ``collect``. At most ``slots``
+        batches may be in flight: collect a handle before submitting ``slots`` more."""
+        index = self._next
+        self._next = (index + 1) % self.slots
+        slot = self._slot(index, rgb_u8_bhwc.shape)
+        slot.done.synchronize()  # the slot's previous batch has left host_in and host_out
+        slot.host_in.numpy()[...] = rgb_u8_bhwc
+        uploaded, computed = torch.cuda.Event(), torch.cuda.Event()
+        with torch.cuda.stream(self.upload_stream):
+            frames = slot.host_in.to(self.device, non_blocking=True)
+            uploaded.record(self.upload_stream)
         with torch.cuda.stream(self.compute_stream), torch.inference_mode():
             self.compute_stream.wait_event(uploaded)
             frames.record_stream(self.compute_stream)
             x = frames.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
             y = self.module(x)
             out = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-            host_out.copy_(out, non_blocking=True)
-        self.compute_stream.synchronize()
-        return host_out.numpy().copy()
+            computed.record(self.compute_stream)
+        with torch.cuda.stream(self.download_stream):
+            self.download_stream.wait_event(computed)
+            out.record_stream(self.download_stream)
+            slot.host_out.copy_(out, non_blocking=True)
+            slot.done.record(self.download_stream)
+        return index
+
+    def collect(self, handle: int) -> np.ndarray:
+        slot = self._slots[handle]
+        slot.done.synchronize()
+        return slot.host_out.numpy().copy()
+
+    def __call__(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
+        return self.collect(self.submit(rgb_u8_bhwc))

@@ -93,6 +93,18 @@ class Derainer:
     def __call__(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
         return self._run(rgb_u8_bhwc)
 
+    @property
+    def max_in_flight(self) -> int:
+        """Batches that may be submitted before the first is collected: 2 on CUDA, where one batch's
+        transfers overlap another's compute; 1 on the CPU, where a batch is done when submitted."""
+        return getattr(self._run, "slots", 1)
+
+    def submit(self, rgb_u8_bhwc: np.ndarray):
+        return self._run.submit(rgb_u8_bhwc) if self.max_in_flight > 1 else self._run(rgb_u8_bhwc)
+
+    def collect(self, handle) -> np.ndarray:
+        return self._run.collect(handle) if self.max_in_flight > 1 else handle
+
     def _run_cpu(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
         frames = torch.from_numpy(rgb_u8_bhwc).permute(0, 3, 1, 2)  # a channels_last view, no copy
         with torch.inference_mode():
