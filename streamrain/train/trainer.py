@@ -107,6 +107,8 @@ class Trainer:
         # A fixed validation set: same held-out images, same rain, every time and every resume.
         val_gen = torch.Generator().manual_seed(12345)
         self.val_set = [val_pairs.batch(d.batch, val_gen) for _ in range(self.recipe.train.val_batches)]
+        # The rainy inputs' own score: what the validation PSNR has to beat.
+        self.val_input_psnr = sum(_psnr_batch(r, c) for r, c in self.val_set) / len(self.val_set)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -194,6 +196,7 @@ class Trainer:
                 if cfg.val_every and self.step % cfg.val_every == 0:
                     val_psnr = self.validate()
                     self._log({"step": self.step, "loss": loss_value, "val_psnr": val_psnr,
+                               "val_input_psnr": self.val_input_psnr,
                                "lr": self.scheduler.get_last_lr()[0], "time": time.time()})
                 if time.monotonic() - last_save > cfg.checkpoint_every_s:
                     self.save_checkpoint()
