@@ -172,19 +172,27 @@ def _cmd_models(argv: list[str]) -> int:
 def _cmd_eval(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="streamrain eval", description="Score a model on paired folders.")
     p.add_argument("--model", help="model name; default: the bundled default")
-    p.add_argument("--rainy", type=Path, required=True)
-    p.add_argument("--clean", type=Path, required=True)
+    p.add_argument("--rainy", type=Path, help="folder of rainy images (with --clean; paired by file name)")
+    p.add_argument("--clean", type=Path, help="folder of clean images of the same names")
+    p.add_argument("--pairs", type=Path, help="instead of --rainy/--clean: a dataset folder in any paired "
+                   "layout (trainA/testA..., rain/norain..., side-by-side images); its test split is used")
+    p.add_argument("--side-by-side", choices=("rainy-left", "clean-left"), default="rainy-left",
+                   help="which half of a side-by-side pair image is rainy")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--limit", type=int, help="only the first N pairs")
     p.add_argument("-v", "--verbose", action="count", default=0)
     args = p.parse_args(argv)
+    folders = [d for d in (args.rainy, args.clean) if d is not None]
+    if not (len(folders) == 2 and args.pairs is None or not folders and args.pairs is not None):
+        p.error("give either --rainy and --clean, or --pairs")
     _setup_logging(args.verbose)
     from streamrain.runtime.derainer import Derainer
-    from streamrain.train.evaluate import evaluate
+    from streamrain.train.evaluate import evaluate, pair_loaders
     from streamrain.zoo import load_model
 
+    pairs = pair_loaders(args.rainy, args.clean, pairs_dir=args.pairs, side_by_side=args.side_by_side)
     derainer = Derainer(load_model(args.model), device=args.device, precision=args.precision)
     with _progress_bar(True) as bar:
         task = bar.add_task("eval", total=None, fps=0.0)
@@ -194,7 +202,7 @@ def _cmd_eval(argv: list[str]) -> int:
             done = bar.tasks[0].completed + 1
             bar.update(task, completed=done, fps=done / max(1e-9, time.monotonic() - started))
 
-        result = evaluate(derainer, args.rainy, args.clean, limit=args.limit, on_image=on_image)
+        result = evaluate(derainer, pairs, limit=args.limit, on_image=on_image)
     table = Table(title=f"{result.model} on {result.n} pairs ({derainer.device_label})")
     for col in ("", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"):
         table.add_column(col)
