@@ -98,6 +98,8 @@ class Trainer:
                 pairs += [load_pair(f, side_by_side=d.side_by_side, max_side=d.max_side) for f in files]
                 log.info("%d pairs (%s layout) from %s", len(files), layout, root)
             pairs = [p for p in pairs if min(p[0].shape[1:]) >= d.patch]
+            if not pairs:
+                raise ValueError(f"no pair of at least {d.patch} px under {[str(r) for r in d.paired_dirs]}")
             train, val = _hold_out(pairs, d.val_every_nth_image)
             sources.append(PairedPatches(train, patch=d.patch, scale=d.scale))
             val_sources.append(PairedPatches(val, patch=d.patch, scale=(1.0, 1.0)))
