@@ -3,16 +3,22 @@
 Stages are timed alone on the same clip (decode only; derain only, on frames decoded beforehand;
 encode only) and then together through the real pipeline. ``efficiency`` is end-to-end fps over the
 slowest stage's fps alone: 1.0 means decode and encode are completely hidden behind the slowest one.
+
+Shared machines are noisy (the same pass varies by 10 % or more from one second to the next), so the
+stages and the end-to-end run are timed in ``rounds`` interleaved rounds and the medians are reported;
+every round's figures are kept in ``rounds_fps``.
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
+import numpy as np
 
 from streamrain.config import RunOptions
 from streamrain.io.sink import EncodeOptions, VideoSink
@@ -35,7 +41,9 @@ class BenchResult:
     encode_fps: float
     end_to_end_fps: float
     efficiency: float
-    stages_in_pipeline: dict = field(default_factory=dict)
+    stages_in_pipeline: dict = field(default_factory=dict)  # of the last end-to-end round
+    rounds: int = 1
+    rounds_fps: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -63,36 +71,46 @@ def _decode_all(clip: Path):
         return frames, time.perf_counter() - t0, source.info
 
 
+def _time_derain(derainer, decoded, batch: int) -> float:
+    batches = [np.stack([f.rgb_u8 for f in decoded[i:i + batch]]) for i in range(0, len(decoded), batch)]
+    t0 = time.perf_counter()
+    for frames in batches:
+        derainer(frames)
+    return len(decoded) / (time.perf_counter() - t0)
+
+
+def _time_encode(decoded, info, path: Path, options: RunOptions) -> float:
+    sink = VideoSink(path, EncodeOptions(codec=options.codec, crf=options.crf, preset=options.preset,
+                                         pix_fmt=options.pix_fmt))
+    t0 = time.perf_counter()
+    sink.start(info)
+    for frame in decoded:
+        sink.write(frame)
+    sink.commit()
+    return len(decoded) / (time.perf_counter() - t0)
+
+
 def bench(derainer: Derainer, *, clip: Path | None = None, width: int = 640, height: int = 360,
-          frames: int = 100, options: RunOptions = RunOptions(), backend: str = "eager") -> BenchResult:
+          frames: int = 100, options: RunOptions = RunOptions(), backend: str = "eager",
+          rounds: int = 3) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="streamrain-bench-") as tmp:
         tmp = Path(tmp)
         clip = clip or make_test_clip(tmp / "clip.mp4", width=width, height=height, frames=frames)
-        decoded, decode_s, info = _decode_all(clip)
-        n = len(decoded)
-
-        batches = [decoded[i:i + options.batch] for i in range(0, n, options.batch)]
-        import numpy as np
-        derainer(np.stack([f.rgb_u8 for f in batches[0]]))  # warm-up: kernels, caches, compilation
-        t0 = time.perf_counter()
-        for batch in batches:
-            derainer(np.stack([f.rgb_u8 for f in batch]))
-        derain_s = time.perf_counter() - t0
-
-        sink = VideoSink(tmp / "encode-only.mp4", EncodeOptions(codec=options.codec, crf=options.crf,
-                                                               preset=options.preset, pix_fmt=options.pix_fmt))
-        t0 = time.perf_counter()
-        sink.start(info)
-        for frame in decoded:
-            sink.write(frame)
-        sink.commit()
-        encode_s = time.perf_counter() - t0
-
-        stats = derain_file(str(clip), tmp / "end-to-end.mp4", options=options, derainer=derainer)
-    fps = {"decode": n / decode_s, "derain": n / derain_s, "encode": n / encode_s}
+        derainer(np.stack([_decode_all(clip)[0][0].rgb_u8] * options.batch))  # warm-up: kernels, caches
+        runs = {"decode": [], "derain": [], "encode": [], "end_to_end": []}
+        for _ in range(rounds):
+            decoded, decode_s, info = _decode_all(clip)
+            runs["decode"].append(len(decoded) / decode_s)
+            runs["derain"].append(_time_derain(derainer, decoded, options.batch))
+            runs["encode"].append(_time_encode(decoded, info, tmp / "encode-only.mp4", options))
+            stats = derain_file(str(clip), tmp / "end-to-end.mp4", options=options, derainer=derainer)
+            runs["end_to_end"].append(stats.fps)
+    fps = {name: statistics.median(values) for name, values in runs.items()}
     return BenchResult(
         model=derainer.name, device=derainer.device_label, backend=backend, width=info.width,
-        height=info.height, frames=n, batch=options.batch, decode_fps=fps["decode"],
-        derain_fps=fps["derain"], encode_fps=fps["encode"], end_to_end_fps=stats.fps,
-        efficiency=stats.fps / min(fps.values()), stages_in_pipeline=stats.to_json()["stages"],
+        height=info.height, frames=len(decoded), batch=options.batch, decode_fps=fps["decode"],
+        derain_fps=fps["derain"], encode_fps=fps["encode"], end_to_end_fps=fps["end_to_end"],
+        efficiency=fps["end_to_end"] / min(fps["decode"], fps["derain"], fps["encode"]),
+        stages_in_pipeline=stats.to_json()["stages"], rounds=rounds,
+        rounds_fps={name: [round(v, 2) for v in values] for name, values in runs.items()},
     )

@@ -339,10 +339,13 @@ def _cmd_bench(argv: list[str]) -> int:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--backend", choices=("eager", "compile", "tensorrt"), default="eager")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; medians are reported")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("-v", "--verbose", action="count", default=0)
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
+    if args.rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1; got {args.rounds}")
     from streamrain.bench import bench
     from streamrain.config import build_options
     from streamrain.runtime.derainer import Derainer
@@ -358,9 +361,9 @@ def _cmd_bench(argv: list[str]) -> int:
                         backend=args.backend)
     with err.status("benchmarking..."):
         result = bench(derainer, clip=args.input, width=width, height=height, frames=args.frames,
-                       options=options, backend=args.backend)
+                       options=options, backend=args.backend, rounds=args.rounds)
     table = Table(title=f"{result.model} at {result.width}x{result.height}, {result.frames} frames, "
-                        f"batch {result.batch}, {result.device}")
+                        f"batch {result.batch}, {result.device}, median of {result.rounds} rounds")
     table.add_column("stage")
     table.add_column("fps", justify="right")
     for name in ("decode", "derain", "encode", "end_to_end"):

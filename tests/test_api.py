@@ -108,10 +108,15 @@ def test_models_list_json(capsys):
 
 def test_bench_reports_every_stage(tmp_path, capsys):
     report = tmp_path / "bench.json"
-    assert main(["bench", "--size", "64x48", "--frames", "12", "--batch", "4", "--json", str(report)]) == 0
+    assert main(["bench", "--size", "64x48", "--frames", "12", "--batch", "4", "--rounds", "3",
+                 "--json", str(report)]) == 0
     result = json.loads(report.read_text())
     for key in ("decode_fps", "derain_fps", "encode_fps", "end_to_end_fps", "efficiency"):
         assert result[key] > 0, key
+    for stage in ("decode", "derain", "encode", "end_to_end"):  # reported figure: the rounds' median
+        assert result[f"{stage}_fps"] == pytest.approx(sorted(result["rounds_fps"][stage])[1], abs=0.01)
+    slowest = min(result["decode_fps"], result["derain_fps"], result["encode_fps"])
+    assert result["efficiency"] == pytest.approx(result["end_to_end_fps"] / slowest, abs=0.002)
     assert result["frames"] == 12 and (result["width"], result["height"]) == (64, 48)
     assert set(result["stages_in_pipeline"]) == {"decode", "derain", "encode"}
     assert "pipeline efficiency" in capsys.readouterr().out
