@@ -62,16 +62,28 @@ def _entry_from_file(path: Path) -> ModelEntry:
 
 
 def catalog() -> dict[str, ModelEntry]:
-    """Every known model: bundled, user-installed (these win on a name clash), and weightless seeds."""
-    entries: dict[str, ModelEntry] = {
-        arch: ModelEntry(arch, arch, None, how_to_get=how) for arch, how in _HOW_TO_GET.items() if arch in ARCHS
-    }
+    """Every known model: bundled, user-installed (these win on a name clash), and, for published
+    networks with no weights here at all, a weightless entry that says how to get some."""
+    entries: dict[str, ModelEntry] = {}
     for folder in (BUNDLED_DIR, user_dir()):
         if folder.is_dir():
             for path in sorted(folder.glob("*.safetensors")):
                 entry = _entry_from_file(path)
                 entries[entry.name] = entry
+    with_weights = {e.arch for e in entries.values()}
+    for arch, how in _HOW_TO_GET.items():
+        if arch in ARCHS and arch not in with_weights and arch not in entries:
+            entries[arch] = ModelEntry(arch, arch, None, how_to_get=how)
     return entries
+
+
+def _by_arch(name: str, entries: dict[str, ModelEntry]) -> ModelEntry | None:
+    """A bare architecture name ("remaen") stands for its weights here: the user's own if any, else
+    the bundled ones; the last name in sort order (the newest version) among several."""
+    candidates = [e for e in entries.values() if e.arch == name and e.weights is not None]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda e: (e.weights.parent != BUNDLED_DIR, e.name))
 
 
 def list_models() -> list[str]:
@@ -82,9 +94,9 @@ def list_models() -> list[str]:
 def resolve(name: str | None) -> ModelEntry:
     name = name or DEFAULT_MODEL
     entries = catalog()
-    if name not in entries:
+    entry = entries.get(name) or (_by_arch(name, entries) if name in ARCHS else None)
+    if entry is None:
         raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(entries))}")
-    entry = entries[name]
     if entry.weights is None:
         raise ModelError(f"model {name!r} has no weights here: {entry.how_to_get}")
     return entry

@@ -64,10 +64,23 @@ def test_spanet_imports_and_lists_as_usable(home, capsys):
 
 
 @pytest.mark.parametrize("name", ["aimhnet", "remaen", "sdsen"])
-def test_weightless_models_explain_how_to_get_weights(name, tmp_path, capsys, home, clip):
+def test_weightless_models_explain_how_to_get_weights(name, tmp_path, capsys, home, clip, monkeypatch):
+    import streamrain.zoo
+    monkeypatch.setattr(streamrain.zoo, "BUNDLED_DIR", tmp_path / "no-bundled-weights")
     code = main([str(clip("a.mp4", frames=2)), str(tmp_path / "o.mp4"), "--model", name, "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and "has no weights here" in err and "streamrain train" in err
     assert main(["models", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[name]["weights"] is False
+
+
+def test_an_architecture_name_stands_for_its_weights(tmp_path, home, monkeypatch):
+    import streamrain.zoo
+    from streamrain.archs import ARCHS
+    from streamrain.weights import save_weights
+    monkeypatch.setattr(streamrain.zoo, "BUNDLED_DIR", tmp_path / "no-bundled-weights")
+    for name in ("sdsen-a", "sdsen-b"):
+        save_weights(streamrain.zoo.user_dir() / f"{name}.safetensors", ARCHS["sdsen"](), arch="sdsen", arch_args={})
+    assert streamrain.load_model("sdsen").name == "sdsen-b"  # the newest version
+    assert "sdsen" not in streamrain.list_models()  # no weightless placeholder beside real weights
