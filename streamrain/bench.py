@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,10 +73,16 @@ def _decode_all(clip: Path):
 
 
 def _time_derain(derainer, decoded, batch: int) -> float:
+    """The derain stage alone, fed as the pipeline feeds it: up to ``max_in_flight`` batches at once."""
     batches = [np.stack([f.rgb_u8 for f in decoded[i:i + batch]]) for i in range(0, len(decoded), batch)]
+    in_flight: deque = deque()
     t0 = time.perf_counter()
     for frames in batches:
-        derainer(frames)
+        in_flight.append(derainer.submit(frames))
+        if len(in_flight) >= getattr(derainer, "max_in_flight", 1):
+            derainer.collect(in_flight.popleft())
+    while in_flight:
+        derainer.collect(in_flight.popleft())
     return len(decoded) / (time.perf_counter() - t0)
 
 
@@ -96,7 +103,11 @@ def bench(derainer: Derainer, *, clip: Path | None = None, width: int = 640, hei
     with tempfile.TemporaryDirectory(prefix="streamrain-bench-") as tmp:
         tmp = Path(tmp)
         clip = clip or make_test_clip(tmp / "clip.mp4", width=width, height=height, frames=frames)
-        derainer(np.stack([_decode_all(clip)[0][0].rgb_u8] * options.batch))  # warm-up: kernels, caches
+        warm = np.stack([_decode_all(clip)[0][0].rgb_u8] * options.batch)
+        # Warm-up (kernels, caches, thread pools) on every worker and on the calling thread.
+        for handle in [derainer.submit(warm) for _ in range(getattr(derainer, "max_in_flight", 1))]:
+            derainer.collect(handle)
+        derainer(warm)
         runs = {"decode": [], "derain": [], "encode": [], "end_to_end": []}
         for _ in range(rounds):
             decoded, decode_s, info = _decode_all(clip)

@@ -71,6 +71,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("eager", "compile", "tensorrt"),
                    help="eager (default), torch.compile, or a TensorRT engine (CUDA)")
     p.add_argument("--batch", type=int, help="frames per model call")
+    p.add_argument("--cpu-workers", type=int, help="CPU batches derained at once (default 2)")
     p.add_argument("--codec", help="video encoder (default libx264)")
     p.add_argument("--crf", type=int, help="constant rate factor (default 18)")
     p.add_argument("--preset", help="encoder speed preset (default veryfast)")
@@ -111,8 +112,8 @@ def _cmd_run(argv: list[str]) -> int:
     from streamrain.pipeline.job import derain_file
 
     options = build_options(args.pipeline, model=args.model, device=args.device, precision=args.precision,
-                            backend=args.backend, batch=args.batch, codec=args.codec, crf=args.crf, preset=args.preset,
-                            pix_fmt=args.pix_fmt, copy_audio=args.copy_audio)
+                            backend=args.backend, batch=args.batch, cpu_workers=args.cpu_workers, codec=args.codec,
+                            crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, copy_audio=args.copy_audio)
     with _progress_bar(not args.no_progress) as bar:
         task = bar.add_task(Path(args.input).name[:40], total=None, fps=0.0)
 
@@ -339,6 +340,7 @@ def _cmd_bench(argv: list[str]) -> int:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--backend", choices=("eager", "compile", "tensorrt"), default="eager")
+    p.add_argument("--cpu-workers", type=int, help="CPU batches derained at once (default 2)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; medians are reported")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -348,17 +350,15 @@ def _cmd_bench(argv: list[str]) -> int:
         raise ConfigError(f"--rounds must be at least 1; got {args.rounds}")
     from streamrain.bench import bench
     from streamrain.config import build_options
-    from streamrain.runtime.derainer import Derainer
-    from streamrain.zoo import load_model
+    from streamrain.pipeline.job import make_derainer
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise ConfigError(f"--size must look like 640x360; got {args.size!r}") from None
     options = build_options(model=args.model, batch=args.batch, device=args.device, precision=args.precision,
-                            backend=args.backend)
-    derainer = Derainer(load_model(args.model), device=args.device, precision=args.precision,
-                        backend=args.backend)
+                            backend=args.backend, cpu_workers=args.cpu_workers)
+    derainer = make_derainer(options)
     with err.status("benchmarking..."):
         result = bench(derainer, clip=args.input, width=width, height=height, frames=args.frames,
                        options=options, backend=args.backend, rounds=args.rounds)
@@ -431,7 +431,7 @@ def _cmd_preview(argv: list[str]) -> int:
                   record_dir=args.record_dir))
     if args.no_window and args.output is None:
         err.print("[yellow]--no-window without --output: frames are derained and measured, not kept[/]")
-    derainer = make_derainer(run)
+    derainer = make_derainer(run, live=True)
     with Progress(TextColumn("[bold]{task.description}"),
                   TextColumn("{task.fields[frames]} frames {task.fields[fps]:4.1f} fps, latency "
                              "{task.fields[latency]:4.0f} ms, dropped {task.fields[dropped]}, "

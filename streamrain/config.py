@@ -26,6 +26,7 @@ class RunOptions:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     backend: Literal["eager", "compile", "tensorrt"] = "eager"
     batch: int = 4
+    cpu_workers: int = 0  # CPU batches derained at once, each on its share of the cores; 0: 2
     queue_frames: int = 0  # 0: sized from the batch
     codec: str = "libx264"
     crf: int = 18
@@ -40,6 +41,8 @@ class RunOptions:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if not isinstance(self.batch, int) or self.batch < 1:
             raise ConfigError(f"batch must be a positive integer; got {self.batch!r}")
+        if not isinstance(self.cpu_workers, int) or self.cpu_workers < 0:
+            raise ConfigError(f"cpu_workers must be 0 (automatic) or more; got {self.cpu_workers!r}")
         if not isinstance(self.crf, int) or not 0 <= self.crf <= 63:
             raise ConfigError(f"crf must be an integer from 0 to 63; got {self.crf!r}")
 

@@ -129,3 +129,21 @@ def test_a_network_with_3d_convolutions_runs_on_the_cpu_path():
     frames = np.random.default_rng(0).integers(0, 256, (1, 24, 32, 3), dtype=np.uint8)
     out = derainer(frames)
     assert out.shape == frames.shape and out.dtype == np.uint8
+
+
+def test_cpu_workers_give_the_same_frames_as_one_call():
+    module = streamrain.load_model()
+    single = Derainer(module, device="cpu", precision="fp32")
+    pooled = Derainer(module, device="cpu", precision="fp32", cpu_workers=2)
+    assert (single.max_in_flight, pooled.max_in_flight) == (1, 2)
+    batches = [np.random.default_rng(i).integers(0, 256, (2, 40, 56, 3), dtype=np.uint8) for i in range(3)]
+    handles = [pooled.submit(b) for b in batches[:2]]
+    results = [pooled.collect(handles[0])]
+    handles.append(pooled.submit(batches[2]))
+    results += [pooled.collect(h) for h in handles[1:]]
+    for batch, result in zip(batches, results):
+        # Different thread counts may round a value the other way; never by more than one level.
+        assert np.abs(result.astype(int) - single(batch).astype(int)).max() <= 1
+    pooled.close()
+    with pytest.raises(ModelError, match="cpu_workers must be at least 1"):
+        Derainer(module, device="cpu", cpu_workers=0)

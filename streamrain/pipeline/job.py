@@ -16,9 +16,16 @@ from streamrain.runtime.derainer import Derainer
 from streamrain.zoo import load_model
 
 
-def make_derainer(options: RunOptions) -> Derainer:
+# Measured on the 2-core development machine (streamrain bench): two single-threaded CPU workers
+# derain as fast as one two-threaded batch and leave decode and encode more room.
+DEFAULT_CPU_WORKERS = 2
+
+
+def make_derainer(options: RunOptions, *, live: bool = False) -> Derainer:
+    """The derainer for ``options``. Live runs take one batch at a time on every core (latency)."""
+    workers = 1 if live else (options.cpu_workers or DEFAULT_CPU_WORKERS)
     return Derainer(load_model(options.model), device=options.device, precision=options.precision,
-                    backend=options.backend)
+                    backend=options.backend, cpu_workers=workers)
 
 
 def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = RunOptions(),

@@ -4,11 +4,18 @@ Layout: ``rgb_u8_bhwc`` numpy uint8 ``(B, H, W, 3)``. On the CPU the batch is vi
 channels_last ``(B, 3, H, W)`` tensor without a copy and run under bf16 autocast where the CPU has
 native bf16 (AVX-512 BF16 / AMX); on CUDA it goes through pinned staging buffers and a copy stream,
 in fp16.
+
+Offline runs on the CPU use ``cpu_workers`` batches in flight, each on its share of the cores
+(``submit``/``collect``), instead of one batch on all of them: measured on 2 cores, two
+single-threaded workers use ~15 % less CPU per frame than one two-threaded batch (no OpenMP
+barriers), and a decode or encode thread that preempts one worker no longer stalls the other.
+Synchronous calls (``derainer(batch)``: live preview, eval) keep every core for one batch.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -56,9 +63,11 @@ class Derainer:
     """Callable: ``derainer(rgb_u8_bhwc) -> rgb_u8_bhwc``."""
 
     def __init__(self, module: DerainModule, *, device: Device = "auto", precision: Precision = "auto",
-                 backend: Backend = "eager"):
+                 backend: Backend = "eager", cpu_workers: int = 1):
         if backend not in ("eager", "compile", "tensorrt"):
             raise ModelError(f"unknown backend {backend!r}; allowed: eager, compile, tensorrt")
+        if cpu_workers < 1:
+            raise ModelError(f"cpu_workers must be at least 1; got {cpu_workers}")
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.module = module.eval().to(self.device)
@@ -77,9 +86,17 @@ class Derainer:
             # Compiled once per process (inductor caches kernels on disk between runs); dynamic so
             # that a new frame size does not trigger a recompile.
             self.module.net = torch.compile(self.module.net, dynamic=True)
+        self._pool: ThreadPoolExecutor | None = None
+        self._cpu_workers = cpu_workers
         if self.device.type == "cpu":
             to_channels_last(self.module)
             self._run = self._run_cpu
+            # Thread counts are set before each batch: torch's count is per process (and per OpenMP
+            # thread), and other code in the process may have changed it since.
+            self._all_threads = torch.get_num_threads()
+            self._worker_threads = max(1, self._all_threads // cpu_workers)
+            if cpu_workers > 1:
+                self._pool = ThreadPoolExecutor(cpu_workers, thread_name_prefix="streamrain-derain")
         else:
             from streamrain.runtime.cuda import CudaRunner
             self._run = CudaRunner(self.module, self.dtype, self.device)
@@ -91,21 +108,38 @@ class Derainer:
         return label if self.backend == "eager" else f"{label}:{self.backend}"
 
     def __call__(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
+        if self.device.type == "cpu":
+            return self._run_cpu(rgb_u8_bhwc, threads=self._all_threads)
         return self._run(rgb_u8_bhwc)
 
     @property
     def max_in_flight(self) -> int:
         """Batches that may be submitted before the first is collected: 2 on CUDA, where one batch's
-        transfers overlap another's compute; 1 on the CPU, where a batch is done when submitted."""
+        transfers overlap another's compute; ``cpu_workers`` on the CPU."""
+        if self._pool is not None:
+            return self._cpu_workers
         return getattr(self._run, "slots", 1)
 
     def submit(self, rgb_u8_bhwc: np.ndarray):
-        return self._run.submit(rgb_u8_bhwc) if self.max_in_flight > 1 else self._run(rgb_u8_bhwc)
+        """Starts a batch; ``collect(handle)`` returns its result. Collect in submission order."""
+        if self._pool is not None:
+            return self._pool.submit(self._run_cpu, rgb_u8_bhwc, threads=self._worker_threads)
+        if self.max_in_flight > 1:
+            return self._run.submit(rgb_u8_bhwc)
+        return self(rgb_u8_bhwc)
 
     def collect(self, handle) -> np.ndarray:
+        if isinstance(handle, Future):
+            return handle.result()
         return self._run.collect(handle) if self.max_in_flight > 1 else handle
 
-    def _run_cpu(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _run_cpu(self, rgb_u8_bhwc: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        if threads and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         frames = torch.from_numpy(rgb_u8_bhwc).permute(0, 3, 1, 2)  # a channels_last view, no copy
         with torch.inference_mode():
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
