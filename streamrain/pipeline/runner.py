@@ -112,8 +112,8 @@ class Pipeline:
                 out = self.derain(batch)
             self._emit(frames, out, timing)
             return
-        # A derainer that overlaps batches (CUDA): submit this one before collecting the oldest, so
-        # its upload and compute run while the previous batch comes back.
+        # A derainer that overlaps batches (CUDA streams, CPU workers): submit this one before
+        # collecting the oldest, so that it runs while the previous batch finishes or comes back.
         with Timer(timing):
             self._in_flight.append((frames, self.derain.submit(batch)))
         if len(self._in_flight) >= self._max_in_flight:
