@@ -223,14 +223,23 @@ def _cmd_train(argv: list[str]) -> int:
     p.add_argument("recipe", type=Path)
     p.add_argument("--run-dir", type=Path, help="checkpoints and logs (default runs/NAME)")
     p.add_argument("--steps", type=int, help="stop after this many steps in total (default: the recipe's)")
+    p.add_argument("--export", type=Path, metavar="PATH",
+                   help="write the latest checkpoint's weights to PATH (.safetensors) and exit; no training")
     p.add_argument("-v", "--verbose", action="count", default=1)
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
     from streamrain.train.recipe import load_recipe
-    from streamrain.train.trainer import Trainer
+    from streamrain.train.trainer import Trainer, export_checkpoint
 
     recipe = load_recipe(args.recipe)
     run_dir = args.run_dir or Path("runs") / recipe.name
+    if args.export:
+        try:
+            step = export_checkpoint(recipe, run_dir, args.export)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+        err.print(f"wrote {args.export}: {recipe.name} at step {step}")
+        return 0
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.2f} it/s"),
                   TimeRemainingColumn(), console=err) as bar:

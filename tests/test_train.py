@@ -13,7 +13,7 @@ import torch
 from streamrain.train.metrics import psnr, rgb_to_y, ssim
 from streamrain.train.recipe import RecipeError, load_recipe
 from streamrain.train.synth import RainParams, add_rain, falling_rain
-from streamrain.train.trainer import Trainer
+from streamrain.train.trainer import Trainer, export_checkpoint
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -121,6 +121,22 @@ def test_short_run_learns_and_resumes_exactly(tiny_recipe, tmp_path):
     assert second.run().step == 20
     for a, b in zip(straight.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_export_writes_the_checkpoints_weights_mid_run(tiny_recipe, tmp_path):
+    from streamrain.weights import build_from_weights, read_metadata
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        export_checkpoint(tiny_recipe, tmp_path / "run", tmp_path / "early.safetensors")
+    trainer = Trainer(tiny_recipe, tmp_path / "run", max_steps=7)
+    trainer.run()
+    assert export_checkpoint(tiny_recipe, tmp_path / "run", tmp_path / "early.safetensors") == 7
+    assert read_metadata(tmp_path / "early.safetensors")["steps"] == "7"
+    exported = build_from_weights(tmp_path / "early.safetensors").state_dict()
+    for name, value in trainer.model.state_dict().items():
+        assert torch.allclose(exported[name], value.half().float())
+    with pytest.raises(ValueError, match="belongs to recipe 'tiny'"):
+        export_checkpoint(replace(tiny_recipe, name="other"), tmp_path / "run", tmp_path / "x.safetensors")
 
 
 def test_resume_refuses_another_recipes_checkpoint(tiny_recipe, tmp_path):

@@ -219,3 +219,20 @@ class Trainer:
     def export(self, path: Path) -> None:
         save_weights(path, self.model, arch=self.recipe.arch, arch_args=self.recipe.arch_args,
                      extra={"recipe": self.recipe.name, "steps": str(self.step)})
+
+
+def export_checkpoint(recipe: Recipe, run_dir: Path, path: Path) -> int:
+    """Writes the weights of the run's latest checkpoint to ``path`` (fp16 safetensors, as a finished
+    run would) without loading any data, so a run still in progress or stopped early can be tried
+    out; returns the checkpoint's step."""
+    checkpoint = Path(run_dir) / "checkpoint.pt"
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no checkpoint to export (has the run saved one yet?)")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if state["recipe_name"] != recipe.name:
+        raise ValueError(f"{checkpoint} belongs to recipe {state['recipe_name']!r}, not {recipe.name!r}")
+    model = ARCHS[recipe.arch](**recipe.arch_args)
+    model.load_state_dict(state["model"])
+    save_weights(path, model, arch=recipe.arch, arch_args=recipe.arch_args,
+                 extra={"recipe": recipe.name, "steps": str(state["step"])})
+    return state["step"]
