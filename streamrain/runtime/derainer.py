@@ -23,6 +23,7 @@ import torch
 
 from streamrain.errors import ModelError
 from streamrain.runtime.layout import to_channels_last
+from streamrain.runtime.malloc import keep_freed_memory
 from streamrain.runtime.wrapper import DerainModule
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,15 @@ class Derainer:
         self._pool: ThreadPoolExecutor | None = None
         self._cpu_workers = cpu_workers
         if self.device.type == "cpu":
+            # A network may offer a form refactored for inference (SRNet does); it computes in the
+            # given dtype itself, so autocast is left off for it.
+            self._autocast = self.dtype == torch.bfloat16
+            inference_form = getattr(self.module.net, "inference_form", None)
+            if inference_form is not None and self.backend == "eager":
+                self.module.net = inference_form(self.dtype)
+                self._autocast = False
             to_channels_last(self.module)
+            keep_freed_memory()
             self._run = self._run_cpu
             # Thread counts are set before each batch: torch's count is per process (and per OpenMP
             # thread), and other code in the process may have changed it since.
@@ -142,7 +151,7 @@ class Derainer:
             torch.set_num_threads(threads)
         frames = torch.from_numpy(rgb_u8_bhwc).permute(0, 3, 1, 2)  # a channels_last view, no copy
         with torch.inference_mode():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast):
                 out = self.module(frames.float().div_(255.0))
             out_u8 = out.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
             return out_u8.permute(0, 2, 3, 1).contiguous().numpy()

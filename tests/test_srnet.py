@@ -1,0 +1,58 @@
+"""SRNet's inference form computes the training form's function, and the CPU runtime uses it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamrain.archs.srnet import FoldedSRNet, SRNet
+from streamrain.runtime.derainer import Derainer
+from streamrain.runtime.malloc import keep_freed_memory
+from streamrain.runtime.wrapper import DerainModule
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    net = SRNet(half_channels=8, quarter_channels=16, blocks=2).eval()
+    for p in net.parameters():  # weights large enough that every path changes the output
+        p.data.normal_(0, 0.1)
+    return net
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 16, 24), (1, 3, 36, 68)])
+def test_folded_form_is_exact_in_fp32(net, shape):
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        reference, folded = net(x), net.inference_form(torch.float32)(x)
+    assert (reference - x).abs().max() > 0.05  # the net really does something to these pixels
+    assert torch.allclose(folded, reference, atol=1e-5)
+
+
+def test_folded_form_in_bf16_stays_close_and_returns_float32(net):
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(2)).contiguous(
+        memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out = net.inference_form(torch.bfloat16)(x)
+        reference = net(x)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    assert (out - reference).abs().mean() < 2e-3 and out.min() >= 0 and out.max() <= 1
+
+
+def test_cpu_derainer_runs_the_folded_form_with_the_same_result(net):
+    frames = np.random.default_rng(3).integers(0, 256, (2, 20, 28, 3), dtype=np.uint8)
+    derainer = Derainer(DerainModule(net, name="t", arch="srnet"), device="cpu", precision="fp32")
+    assert isinstance(derainer.module.net, FoldedSRNet)
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)
+    expected_u8 = (expected * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(derainer(frames).astype(int) - expected_u8).max() <= 1
+
+
+@pytest.mark.skipif(not (hasattr(__import__("os"), "confstr") and "glibc" in
+                         (__import__("os").confstr("CS_GNU_LIBC_VERSION") or "")),
+                    reason="the malloc tuning applies to glibc only")
+def test_malloc_tuning_is_accepted_by_glibc():
+    assert keep_freed_memory() is True
+    assert keep_freed_memory() is True  # once per process; a second call is harmless
