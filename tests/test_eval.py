@@ -12,6 +12,7 @@ import torch
 from conftest import needs_shared
 from streamrain.cli import main
 from streamrain.train.metrics import psnr, rgb_to_y
+from streamrain.zoo import DEFAULT_MODEL
 
 
 def _save(path, rgb):
@@ -41,7 +42,7 @@ def test_eval_json_follows_the_contract(dataset, tmp_path):
                  "--json", str(out), "--precision", "fp32"]) == 0
     result = json.loads(out.read_text())
     assert set(result) == {"model", "n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "input_psnr_y", "seconds"}
-    assert result["n"] == 3 and result["model"] == "srnet-v1"
+    assert result["n"] == 3 and result["model"] == DEFAULT_MODEL
     expected_input = np.mean([psnr(rgb_to_y(torch.from_numpy(r).permute(2, 0, 1).float()),
                                    rgb_to_y(torch.from_numpy(c).permute(2, 0, 1).float())) for r, c in pairs])
     assert result["input_psnr_y"] == pytest.approx(expected_input, abs=1e-3)

@@ -13,6 +13,7 @@ from conftest import probe
 from streamrain.cli import main
 from streamrain.config import RunOptions
 from streamrain.pipeline.job import derain_file
+from streamrain.zoo import DEFAULT_MODEL
 
 
 class Identity:
@@ -115,7 +116,7 @@ def test_stats_json_has_the_documented_fields(clip, tmp_path):
     assert set(stats["stages"]) == {"decode", "derain", "encode"}
     for stage in stats["stages"].values():
         assert stage["fps"] > 0 and stage["busy_s"] > 0
-    assert stats["model"] == "srnet-v1"
+    assert stats["model"] == DEFAULT_MODEL
 
 
 def test_container_metadata_is_kept(clip, tmp_path):

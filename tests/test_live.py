@@ -22,6 +22,7 @@ from streamrain.errors import ConfigError, InputError
 from streamrain.pipeline.live import (LIVE_RUN_DEFAULTS, LiveOptions, LiveSession, backoff_delays,
                                       build_live_options, camera_options, live_spec)
 from streamrain.pipeline.stats import LatencyStats
+from streamrain.zoo import DEFAULT_MODEL
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 LAVFI_25FPS = "lavfi:testsrc2=size=160x96:rate=25,realtime"
@@ -143,7 +144,7 @@ def test_udp_stream_is_derained_recorded_and_reconnected(tmp_path):
     script.join(timeout=10)
 
     assert stats.reconnects >= 1
-    assert stats.model == "srnet-v1"  # derained by the real model
+    assert stats.model == DEFAULT_MODEL  # derained by the real model
     frames = _dominant_colours(out)
     names = [name for name, _ in frames]
     assert "red" in names and "blue" in names, names
@@ -270,7 +271,7 @@ def test_preview_command_headless_with_stats_json(tmp_path):
     report = json.loads(stats_json.read_text())
     for key in ("frames_in", "frames_out", "dropped", "wall_s", "fps", "model", "device", "stages"):
         assert key in report
-    assert set(report["latency_ms"]) >= {"mean", "p95", "max"} and report["model"] == "srnet-v1"
+    assert set(report["latency_ms"]) >= {"mean", "p95", "max"} and report["model"] == DEFAULT_MODEL
     assert len(probe(out)["video"]["pts_s"]) == report["frames_out"] > 0
 
 
