@@ -56,3 +56,10 @@ def test_cpu_derainer_runs_the_folded_form_with_the_same_result(net):
 def test_malloc_tuning_is_accepted_by_glibc():
     assert keep_freed_memory() is True
     assert keep_freed_memory() is True  # once per process; a second call is harmless
+
+
+def test_compile_backend_runs_one_cpu_batch_at_a_time(net):
+    # Concurrent first compiles in two worker threads stalled; the compiled path keeps one worker.
+    derainer = Derainer(DerainModule(net, name="t", arch="srnet"), device="cpu", backend="compile",
+                        cpu_workers=2)
+    assert derainer.max_in_flight == 1 and not isinstance(derainer.module.net, FoldedSRNet)

@@ -87,6 +87,11 @@ class Derainer:
             # Compiled once per process (inductor caches kernels on disk between runs); dynamic so
             # that a new frame size does not trigger a recompile.
             self.module.net = torch.compile(self.module.net, dynamic=True)
+            if cpu_workers > 1:
+                # Two threads entering a first compile at once stalled for over ten minutes here
+                # (dynamo traces under a process-wide lock): one batch at a time on every core.
+                log.info("--backend compile: one CPU worker instead of %d", cpu_workers)
+                cpu_workers = 1
         self._pool: ThreadPoolExecutor | None = None
         self._cpu_workers = cpu_workers
         if self.device.type == "cpu":
