@@ -63,3 +63,9 @@ def test_compile_backend_runs_one_cpu_batch_at_a_time(net):
     derainer = Derainer(DerainModule(net, name="t", arch="srnet"), device="cpu", backend="compile",
                         cpu_workers=2)
     assert derainer.max_in_flight == 1 and not isinstance(derainer.module.net, FoldedSRNet)
+
+
+def test_cpu_derainer_leaves_the_callers_module_alone(net):
+    module = DerainModule(net, name="t", arch="srnet")
+    Derainer(module, device="cpu", precision="bf16")
+    assert module.net is net and next(net.parameters()).dtype == torch.float32

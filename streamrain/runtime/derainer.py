@@ -1,9 +1,9 @@
 """Derainer: uint8 RGB frame batches in, uint8 RGB frame batches out, on CPU or CUDA.
 
 Layout: ``rgb_u8_bhwc`` numpy uint8 ``(B, H, W, 3)``. On the CPU the batch is viewed as a
-channels_last ``(B, 3, H, W)`` tensor without a copy and run under bf16 autocast where the CPU has
-native bf16 (AVX-512 BF16 / AMX); on CUDA it goes through pinned staging buffers and a copy stream,
-in fp16.
+channels_last ``(B, 3, H, W)`` tensor without a copy and run in bf16 where the CPU has native bf16
+(AVX-512 BF16 / AMX): in the network's own inference form where it has one, else under autocast.
+On CUDA it goes through pinned staging buffers and a copy stream, in fp16.
 
 Offline runs on the CPU use ``cpu_workers`` batches in flight, each on its share of the cores
 (``submit``/``collect``), instead of one batch on all of them: measured on 2 cores, two
@@ -100,7 +100,8 @@ class Derainer:
             self._autocast = self.dtype == torch.bfloat16
             inference_form = getattr(self.module.net, "inference_form", None)
             if inference_form is not None and self.backend == "eager":
-                self.module.net = inference_form(self.dtype)
+                # A new wrapper: the caller's module keeps its own (trainable, float32) network.
+                self.module = DerainModule(inference_form(self.dtype), name=self.name, arch=module.arch)
                 self._autocast = False
             to_channels_last(self.module)
             keep_freed_memory()
