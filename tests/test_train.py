@@ -179,3 +179,21 @@ def test_fine_tuning_starts_from_shipped_weights(tiny_recipe, tmp_path):
     wider = replace(tuned, arch_args={**tuned.arch_args, "half_channels": 12})
     with pytest.raises(ValueError, match="not the recipe's srnet"):
         Trainer(wider, tmp_path / "wider")
+
+
+def test_bgr_networks_are_trained_in_bgr(tiny_recipe, tmp_path):
+    # DerainModule flips RGB to BGR for networks that declare it: training must feed them the same.
+    trainer = Trainer(tiny_recipe, tmp_path / "run", max_steps=1)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        input_order = "bgr"
+
+        def forward(self, x):
+            seen.append(x)
+            return x * 0.5
+
+    trainer.model = Recorder()
+    rgb = torch.rand(1, 3, 4, 4)
+    out = trainer.forward(rgb)
+    assert torch.equal(seen[0], rgb.flip(1)) and torch.allclose(out, rgb * 0.5)

@@ -154,10 +154,17 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(self.checkpoint_path)  # a kill mid-save never leaves a broken checkpoint
 
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The network on RGB batches, in the channel order it declares: a BGR network (the ports of
+        upstream code trained on cv2 images) is trained on BGR, as ``DerainModule`` will feed it."""
+        if getattr(self.model, "input_order", "rgb") == "bgr":
+            return self.model(rgb.flip(1)).flip(1)
+        return self.model(rgb)
+
     def validate(self) -> float:
         self.model.eval()
         with torch.inference_mode():
-            scores = [_psnr_batch(self.model(rainy.contiguous(memory_format=torch.channels_last)), clean)
+            scores = [_psnr_batch(self.forward(rainy.contiguous(memory_format=torch.channels_last)), clean)
                       for rainy, clean in self.val_set]
         self.model.train()
         return sum(scores) / len(scores)
@@ -177,7 +184,7 @@ class Trainer:
                 rainy, clean = self.pairs.batch(self.recipe.data.batch, self.gen)
                 rainy = rainy.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                    pred = self.model(rainy)
+                    pred = self.forward(rainy)
                 loss = self.loss_fn(pred.float(), clean)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
