@@ -9,7 +9,7 @@ The network predicts the rain layer and subtracts it: output = clamp(x - rain, 0
 Cost with the default arguments: about 8.9 GMAC (17.8 GFLOP) per 1280x720 frame.
 
 ``SRNet.inference_form(dtype)`` is the same function refactored for CPU inference (``FoldedSRNet``):
-measured 1.3x faster per frame than the training form under bf16 autocast on this project's CPU.
+measured ~1.2x faster per frame than the training form under bf16 autocast on this project's CPU.
 """
 
 from __future__ import annotations
