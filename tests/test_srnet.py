@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -50,9 +52,10 @@ def test_cpu_derainer_runs_the_folded_form_with_the_same_result(net):
     assert np.abs(derainer(frames).astype(int) - expected_u8).max() <= 1
 
 
-@pytest.mark.skipif(not (hasattr(__import__("os"), "confstr") and "glibc" in
-                         (__import__("os").confstr("CS_GNU_LIBC_VERSION") or "")),
-                    reason="the malloc tuning applies to glibc only")
+GLIBC = hasattr(os, "confstr") and "glibc" in (os.confstr("CS_GNU_LIBC_VERSION") or "")
+
+
+@pytest.mark.skipif(not GLIBC, reason="the malloc tuning applies to glibc only")
 def test_malloc_tuning_is_accepted_by_glibc():
     assert keep_freed_memory() is True
     assert keep_freed_memory() is True  # once per process; a second call is harmless
