@@ -24,7 +24,7 @@ import numpy as np
 from streamrain.config import RunOptions
 from streamrain.io.sink import EncodeOptions, VideoSink
 from streamrain.io.source import VideoSource, parse_source
-from streamrain.pipeline.job import derain_file
+from streamrain.pipeline.job import derain_file, takes_yuv420
 from streamrain.runtime.derainer import Derainer
 
 
@@ -45,6 +45,7 @@ class BenchResult:
     stages_in_pipeline: dict = field(default_factory=dict)  # of the last end-to-end round
     rounds: int = 1
     rounds_fps: dict = field(default_factory=dict)
+    frames_as: str = "rgb"  # or "yuv420": what the model was given (see RunOptions.yuv420)
 
     def to_json(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -65,20 +66,26 @@ def make_test_clip(path: Path, *, width: int, height: int, frames: int, fps: int
     return path
 
 
-def _decode_all(clip: Path):
+def _decode_all(clip: Path, keep_yuv420: bool = False):
     with VideoSource(parse_source(str(clip)), copy_streams=False) as source:
         t0 = time.perf_counter()
-        frames = [item for item in source.items()]
+        frames = [item for item in source.items(keep_yuv420=keep_yuv420)]
         return frames, time.perf_counter() - t0, source.info
+
+
+def _layout(frame) -> dict:
+    """How the pipeline tells the derainer what a batch holds (see Pipeline._derain_batch)."""
+    return {"yuv": frame.yuv} if frame.yuv420_u8 is not None else {}
 
 
 def _time_derain(derainer, decoded, batch: int) -> float:
     """The derain stage alone, fed as the pipeline feeds it: up to ``max_in_flight`` batches at once."""
-    batches = [np.stack([f.rgb_u8 for f in decoded[i:i + batch]]) for i in range(0, len(decoded), batch)]
+    batches = [(np.stack([f.pixels for f in decoded[i:i + batch]]), _layout(decoded[i]))
+               for i in range(0, len(decoded), batch)]
     in_flight: deque = deque()
     t0 = time.perf_counter()
-    for frames in batches:
-        in_flight.append(derainer.submit(frames))
+    for frames, layout in batches:
+        in_flight.append(derainer.submit(frames, **layout))
         if len(in_flight) >= getattr(derainer, "max_in_flight", 1):
             derainer.collect(in_flight.popleft())
     while in_flight:
@@ -103,14 +110,16 @@ def bench(derainer: Derainer, *, clip: Path | None = None, width: int = 640, hei
     with tempfile.TemporaryDirectory(prefix="streamrain-bench-") as tmp:
         tmp = Path(tmp)
         clip = clip or make_test_clip(tmp / "clip.mp4", width=width, height=height, frames=frames)
-        warm = np.stack([_decode_all(clip)[0][0].rgb_u8] * options.batch)
+        keep_yuv420 = takes_yuv420(derainer, options)
+        first = _decode_all(clip, keep_yuv420)[0][0]
+        warm, layout = np.stack([first.pixels] * options.batch), _layout(first)
         # Warm-up (kernels, caches, thread pools) on every worker and on the calling thread.
-        for handle in [derainer.submit(warm) for _ in range(getattr(derainer, "max_in_flight", 1))]:
+        for handle in [derainer.submit(warm, **layout) for _ in range(getattr(derainer, "max_in_flight", 1))]:
             derainer.collect(handle)
-        derainer(warm)
+        derainer(warm, **layout)
         runs = {"decode": [], "derain": [], "encode": [], "end_to_end": []}
         for _ in range(rounds):
-            decoded, decode_s, info = _decode_all(clip)
+            decoded, decode_s, info = _decode_all(clip, keep_yuv420)
             runs["decode"].append(len(decoded) / decode_s)
             runs["derain"].append(_time_derain(derainer, decoded, options.batch))
             runs["encode"].append(_time_encode(decoded, info, tmp / "encode-only.mp4", options))
@@ -124,4 +133,5 @@ def bench(derainer: Derainer, *, clip: Path | None = None, width: int = 640, hei
         efficiency=fps["end_to_end"] / min(fps["decode"], fps["derain"], fps["encode"]),
         stages_in_pipeline=stats.to_json()["stages"], rounds=rounds,
         rounds_fps={name: [round(v, 2) for v in values] for name, values in runs.items()},
+        frames_as="yuv420" if keep_yuv420 else "rgb",
     )

@@ -78,6 +78,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--pix-fmt", dest="pix_fmt", help="output pixel format (default yuv420p)")
     p.add_argument("--no-audio", dest="copy_audio", action="store_const", const=False,
                    help="leave the audio out")
+    p.add_argument("--rgb", dest="yuv420", action="store_const", const=False,
+                   help="convert every frame to RGB for the model (by default a model that can, "
+                        "the bundled one does, derains 4:2:0 video as decoded)")
     p.add_argument("--pipeline", type=Path, help="TOML preset of these options (see pipelines/)")
     p.add_argument("--stats-json", type=Path, help="write run statistics as JSON to this path")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -113,7 +116,8 @@ def _cmd_run(argv: list[str]) -> int:
 
     options = build_options(args.pipeline, model=args.model, device=args.device, precision=args.precision,
                             backend=args.backend, batch=args.batch, cpu_workers=args.cpu_workers, codec=args.codec,
-                            crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, copy_audio=args.copy_audio)
+                            crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, copy_audio=args.copy_audio,
+                            yuv420=args.yuv420)
     with _progress_bar(not args.no_progress) as bar:
         task = bar.add_task(Path(args.input).name[:40], total=None, fps=0.0)
 
@@ -350,6 +354,8 @@ def _cmd_bench(argv: list[str]) -> int:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--backend", choices=("eager", "compile", "tensorrt"), default="eager")
     p.add_argument("--cpu-workers", type=int, help="CPU batches derained at once (default 2)")
+    p.add_argument("--rgb", dest="yuv420", action="store_const", const=False,
+                   help="convert frames to RGB for the model, as `streamrain --rgb` does")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; medians are reported")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -366,7 +372,7 @@ def _cmd_bench(argv: list[str]) -> int:
     except ValueError:
         raise ConfigError(f"--size must look like 640x360; got {args.size!r}") from None
     options = build_options(model=args.model, batch=args.batch, device=args.device, precision=args.precision,
-                            backend=args.backend, cpu_workers=args.cpu_workers)
+                            backend=args.backend, cpu_workers=args.cpu_workers, yuv420=args.yuv420)
     derainer = make_derainer(options)
     with err.status("benchmarking..."):
         result = bench(derainer, clip=args.input, width=width, height=height, frames=args.frames,

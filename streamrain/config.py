@@ -33,6 +33,8 @@ class RunOptions:
     preset: str = "veryfast"
     pix_fmt: str = "yuv420p"
     copy_audio: bool = True
+    # Derain 4:2:0 video as decoded, without converting to RGB and back, where the model can.
+    yuv420: bool = True
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():

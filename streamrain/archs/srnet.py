@@ -10,6 +10,9 @@ Cost with the default arguments: about 8.9 GMAC (17.8 GFLOP) per 1280x720 frame.
 
 ``SRNet.inference_form(dtype)`` is the same function refactored for CPU inference (``FoldedSRNet``):
 measured ~1.2x faster per frame than the training form under bf16 autocast on this project's CPU.
+``SRNet.yuv420_form(dtype, yuv)`` (``Yuv420SRNet``) takes and returns decoded 4:2:0 pictures as they
+are: because the network starts and ends in space-to-depth form, at the chroma planes' resolution,
+the colour conversions fold into its first and last convolutions.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from streamrain.io.frames import YuvMatrix
 
 
 class _ResBlock(nn.Module):
@@ -43,15 +48,21 @@ class SRNet(nn.Module):
         self.tail = nn.Conv2d(half_channels, 12, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        half = F.relu(self.head(F.pixel_unshuffle(x, 2)))
+        return (x - F.pixel_shuffle(self.rain_s2d(F.pixel_unshuffle(x, 2)), 2)).clamp(0.0, 1.0)
+
+    def rain_s2d(self, x_s2d: torch.Tensor) -> torch.Tensor:
+        """The rain layer, both in 2x2 space-to-depth form (channel ``4c + 2i + j``)."""
+        half = F.relu(self.head(x_s2d))
         quarter = F.relu(self.down(F.pixel_unshuffle(half, 2)))
         quarter = self.body(quarter)
         half = F.relu(half + F.pixel_shuffle(self.up(quarter), 2))
-        rain = F.pixel_shuffle(self.tail(half), 2)
-        return (x - rain).clamp(0.0, 1.0)
+        return self.tail(half)
 
     def inference_form(self, dtype: torch.dtype) -> "FoldedSRNet":
         return FoldedSRNet(self, dtype)
+
+    def yuv420_form(self, dtype: torch.dtype, yuv: YuvMatrix) -> "Yuv420SRNet":
+        return Yuv420SRNet(self, dtype, yuv)
 
 
 def _fold_space_to_depth(weight: torch.Tensor) -> torch.Tensor:
@@ -60,6 +71,29 @@ def _fold_space_to_depth(weight: torch.Tensor) -> torch.Tensor:
     out_ch, in4, kh, kw = weight.shape
     w = weight.reshape(out_ch, in4 // 4, 2, 2, kh, kw).permute(0, 1, 4, 2, 5, 3)
     return w.reshape(out_ch, in4 // 4, 2 * kh, 2 * kw)
+
+
+def _position_major(t: torch.Tensor) -> torch.Tensor:
+    """Reorders a depth-to-space convolution's output channels from pixel_shuffle's ``4o + 2i + j``
+    to ``(2i + j) * O + o``: then, in channels_last memory, each output position's channels are
+    one contiguous run (see ``_add_depth_to_space_``)."""
+    four_o = t.shape[0]
+    return t.reshape(four_o // 4, 4, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
+
+
+def _add_depth_to_space_(half: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``half += pixel_shuffle(up, 2)`` in place, for channels_last tensors with ``up``'s channels in
+    ``_position_major`` order: one strided add instead of a shuffled copy and an add (the shuffle
+    alone cost ~2 ms per 640x360 frame here)."""
+    b, c, h, w = half.shape
+    if not (half.is_contiguous(memory_format=torch.channels_last)
+            and up.is_contiguous(memory_format=torch.channels_last)):
+        by_channel = up.view(b, 4, c, h // 2, w // 2).transpose(1, 2).reshape(b, 4 * c, h // 2, w // 2)
+        return half.add_(F.pixel_shuffle(by_channel, 2))
+    half_mem = half.permute(0, 2, 3, 1).view(b, h // 2, 2, w // 2, 2, c)
+    up_mem = up.permute(0, 2, 3, 1).view(b, h // 2, w // 2, 2, 2, c).permute(0, 1, 3, 2, 4, 5)
+    half_mem.add_(up_mem)
+    return half
 
 
 class FoldedSRNet(nn.Module):
@@ -90,7 +124,7 @@ class FoldedSRNet(nn.Module):
         self.body = nn.ParameterList(
             frozen(t) for block in net.body
             for t in (block.conv1.weight, block.conv1.bias, block.conv2.weight, block.conv2.bias))
-        self.up_w, self.up_b = frozen(net.up.weight), frozen(net.up.bias)
+        self.up_w, self.up_b = frozen(_position_major(net.up.weight)), frozen(_position_major(net.up.bias))
         self.tail_w, self.tail_b = frozen(net.tail.weight), frozen(net.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,6 +135,117 @@ class FoldedSRNet(nn.Module):
         for i in range(0, len(p), 4):
             inner = F.conv2d(quarter, p[i], p[i + 1], padding=1).relu_()
             quarter = quarter + F.conv2d(inner, p[i + 2], p[i + 3], padding=1)
-        half = F.pixel_shuffle(F.conv2d(quarter, self.up_w, self.up_b), 2).add_(half).relu_()
+        half = _add_depth_to_space_(half, F.conv2d(quarter, self.up_w, self.up_b)).relu_()
         rain = F.pixel_shuffle(F.conv2d(half, self.tail_w, self.tail_b, padding=1), 2)
         return (x - rain.float()).clamp_(0.0, 1.0)
+
+
+def _rgb_from_yuv_s2d(kr: float, kb: float) -> torch.Tensor:
+    """(12, 6): space-to-depth RGB from [Y in space-to-depth (4), Cb, Cr], all normalised (Y in
+    [0, 1], chroma in [-0.5, 0.5]); each chroma sample serves its 2x2 block of luma samples."""
+    kg = 1.0 - kr - kb
+    per_pixel = torch.tensor([[1.0, 0.0, 2 * (1 - kr)],
+                              [1.0, -2 * kb * (1 - kb) / kg, -2 * kr * (1 - kr) / kg],
+                              [1.0, 2 * (1 - kb), 0.0]], dtype=torch.float64)
+    m = torch.zeros(12, 6, dtype=torch.float64)
+    for c in range(3):
+        for k in range(4):
+            m[4 * c + k, k] = per_pixel[c, 0]
+            m[4 * c + k, 4:] = per_pixel[c, 1:]
+    return m
+
+
+def _yuv_s2d_from_rgb(kr: float, kb: float) -> torch.Tensor:
+    """(6, 12): the inverse direction; each chroma sample is the mean over its 2x2 block."""
+    kg = 1.0 - kr - kb
+    luma = torch.tensor([kr, kg, kb], dtype=torch.float64)
+    cb = (torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) - luma) / (2 * (1 - kb))
+    cr = (torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) - luma) / (2 * (1 - kr))
+    m = torch.zeros(6, 12, dtype=torch.float64)
+    for c in range(3):
+        for k in range(4):
+            m[k, 4 * c + k] = luma[c]
+            m[4, 4 * c + k] = cb[c] / 4
+            m[5, 4 * c + k] = cr[c] / 4
+    return m
+
+
+class Yuv420SRNet(nn.Module):
+    """SRNet on decoded 4:2:0 pictures: uint8 I420 ``(B, H * 3 // 2, W)`` in and out, H and W
+    multiples of 4 (``pad_multiple``; the caller pads or falls back to RGB).
+
+    The same function as converting to RGB (chroma repeated over its 2x2 block), running SRNet and
+    converting back (chroma averaged over the block), except that the output is clamped in Y'CbCr
+    rather than RGB; exactly so in fp32 where no clamp is reached. Why: the conversions cost a pass
+    over every pixel each way in swscale (~3 ms per 640x360 frame here, as much as the encoder),
+    and fewer channels go in and out of the first and last convolutions.
+
+    Works on code values: the first convolution takes ``code - offset`` with the range's scale
+    folded into its weights, and the last one predicts the rain in code units, so the residual is
+    one float32 subtraction from the decoded picture.
+    """
+
+    pad_multiple = 4
+
+    def __init__(self, net: SRNet, dtype: torch.dtype, yuv: YuvMatrix):
+        super().__init__()
+        self.dtype = dtype
+        kr, kb = yuv.luma_weights
+        if yuv.full_range:
+            scale, offset = [255.0] * 6, [0.0] * 4 + [128.0] * 2
+        else:
+            scale, offset = [219.0] * 4 + [224.0] * 2, [16.0] * 4 + [128.0] * 2
+        scale = torch.tensor(scale, dtype=torch.float64)
+        # float32: bf16 elementwise ops with a broadcast operand take a slow path (6x, measured).
+        self.register_buffer("offset", torch.tensor(offset).view(1, 6, 1, 1), persistent=False)
+
+        def frozen(t: torch.Tensor) -> nn.Parameter:
+            t = t.detach().to(dtype)
+            return nn.Parameter(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t,
+                                requires_grad=False)
+
+        # head: codes -> normalised (/ scale) -> RGB space-to-depth -> SRNet's head.
+        into_rgb = _rgb_from_yuv_s2d(kr, kb) / scale
+        head = torch.einsum("oikl,ij->ojkl", net.head.weight.double(), into_rgb)
+        # tail: SRNet's tail -> rain in RGB space-to-depth -> Y'CbCr (normalised) -> codes (* scale).
+        out_of_rgb = _yuv_s2d_from_rgb(kr, kb) * scale[:, None]
+        tail = torch.einsum("ji,iokl->jokl", out_of_rgb, net.tail.weight.double())
+        self.head_w = frozen(head)
+        self.head_b = frozen(net.head.bias)
+        self.down_w, self.down_b = frozen(_fold_space_to_depth(net.down.weight)), frozen(net.down.bias)
+        self.body = nn.ParameterList(
+            frozen(t) for block in net.body
+            for t in (block.conv1.weight, block.conv1.bias, block.conv2.weight, block.conv2.bias))
+        self.up_w, self.up_b = frozen(_position_major(net.up.weight)), frozen(_position_major(net.up.bias))
+        self.tail_w, self.tail_b = frozen(tail), frozen(out_of_rgb @ net.tail.bias.double())
+
+    def forward(self, i420_u8: torch.Tensor) -> torch.Tensor:
+        batch, rows, width = i420_u8.shape
+        height = rows * 2 // 3
+        h2, w2 = height // 2, width // 2
+        flat = i420_u8.reshape(batch, -1)
+        # (B, h2, w2, C) memory is the channels_last layout of (B, C, h2, w2); channel 2i+j of the
+        # luma part is the sample at (2y+i, 2x+j), as pixel_unshuffle orders them. Each pair of
+        # horizontal neighbours (j = 0, 1) moves as one int16: a copy with 2-byte runs is ~2x faster.
+        luma_pairs = flat[:, :height * width].view(torch.int16).view(batch, h2, 2, w2)
+        chroma = flat[:, height * width:].view(batch, 2, h2, w2)
+        codes = i420_u8.new_empty(batch, h2, w2, 6)
+        codes.view(torch.int16)[..., :2].copy_(luma_pairs.permute(0, 1, 3, 2))
+        codes[..., 4:].copy_(chroma.permute(0, 2, 3, 1))
+        codes = codes.permute(0, 3, 1, 2)
+        x = (codes.float() - self.offset).to(self.dtype)
+        half = F.conv2d(x, self.head_w, self.head_b, padding=1).relu_()
+        quarter = F.conv2d(half, self.down_w, self.down_b, stride=2).relu_()
+        p = list(self.body)
+        for i in range(0, len(p), 4):
+            inner = F.conv2d(quarter, p[i], p[i + 1], padding=1).relu_()
+            quarter = quarter + F.conv2d(inner, p[i + 2], p[i + 3], padding=1)
+        half = _add_depth_to_space_(half, F.conv2d(quarter, self.up_w, self.up_b)).relu_()
+        rain = F.conv2d(half, self.tail_w, self.tail_b, padding=1)
+        out = torch.sub(codes, rain.float()).round_().clamp_(0, 255).to(torch.uint8)
+        out_hwc = out.permute(0, 2, 3, 1)  # channels_last memory: a view
+        result = torch.empty_like(flat)
+        result[:, :height * width].view(torch.int16).view(batch, h2, 2, w2).copy_(
+            out_hwc.contiguous().view(torch.int16)[..., :2].permute(0, 1, 3, 2))
+        result[:, height * width:].view(batch, 2, h2, w2).copy_(out_hwc[..., 4:].permute(0, 3, 1, 2))
+        return result.view(batch, rows, width)

@@ -1,7 +1,10 @@
 """Frame and stream descriptions shared by sources, the pipeline and sinks.
 
-Layout: ``rgb_u8`` is a numpy uint8 array ``(H, W, 3)`` in RGB order. Timestamps stay in the source
-stream's own units: ``pts`` ticks of ``time_base`` seconds, so nothing is lost to rounding.
+Layout: ``rgb_u8`` is a numpy uint8 array ``(H, W, 3)`` in RGB order. A frame may instead carry its
+decoded picture untouched as ``yuv420_u8``, a uint8 ``(H * 3 // 2, W)`` array in I420 layout (the Y
+plane's rows, then U's and V's, each ``W // 2`` wide, packed row after row), with the ``yuv``
+matrix and range that turn it into RGB; exactly one of the two is set. Timestamps stay in the
+source stream's own units: ``pts`` ticks of ``time_base`` seconds, so nothing is lost to rounding.
 """
 
 from __future__ import annotations
@@ -12,21 +15,55 @@ from fractions import Fraction
 import numpy as np
 
 
+# FFmpeg colour-matrix tags that swscale understands, mapped to its own constants (SWS_CS_*).
+SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+# Pixel formats whose planes are exactly I420 (yuvj420p: the same, full range).
+YUV420_FORMATS = ("yuv420p", "yuvj420p")
+# Luma weights (Kr, Kb) of each swscale matrix: BT.709, FCC, BT.601, SMPTE 240M, BT.2020.
+LUMA_WEIGHTS = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 7: (0.212, 0.087),
+                9: (0.2627, 0.0593)}
+
+
+def default_sws_matrix(colorspace_tag: int | None, height: int) -> int:
+    """The swscale matrix for a stream's colour tag: untagged streams get BT.709 from 720 lines up
+    and BT.601 below, like most players."""
+    return SWS_MATRIX.get(int(colorspace_tag or 2), 1 if height >= 720 else 5)
+
+
+@dataclass(frozen=True)
+class YuvMatrix:
+    """How a frame's Y'CbCr maps to R'G'B': a swscale matrix (``SWS_MATRIX`` value) and the range."""
+
+    sws_matrix: int
+    full_range: bool
+
+    @property
+    def luma_weights(self) -> tuple[float, float]:
+        return LUMA_WEIGHTS[self.sws_matrix]
+
+
 @dataclass
 class Frame:
-    rgb_u8: np.ndarray
+    rgb_u8: np.ndarray | None
     pts: int
     time_base: Fraction
     index: int
     captured_s: float = 0.0  # monotonic clock when decoded, for live latency
+    yuv420_u8: np.ndarray | None = None
+    yuv: YuvMatrix | None = None
 
     @property
     def pts_s(self) -> float:
         return float(self.pts * self.time_base)
 
+    @property
+    def pixels(self) -> np.ndarray:
+        return self.rgb_u8 if self.rgb_u8 is not None else self.yuv420_u8
 
-# FFmpeg colour-matrix tags that swscale understands, mapped to its own constants (SWS_CS_*).
-SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+    @property
+    def layout_key(self) -> tuple:
+        """Frames batched together must agree on this: size, layout and colour matrix."""
+        return self.pixels.shape, self.yuv
 
 
 @dataclass(frozen=True)

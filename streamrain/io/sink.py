@@ -23,7 +23,7 @@ import av
 import numpy as np
 
 from streamrain.errors import OutputError
-from streamrain.io.frames import SWS_MATRIX, Frame, VideoInfo
+from streamrain.io.frames import SWS_MATRIX, YUV420_FORMATS, Frame, VideoInfo, YuvMatrix
 
 log = logging.getLogger(__name__)
 
@@ -225,13 +225,34 @@ class VideoSink:
         self._copied[template.index] = _CopiedStream(self.container, template, copy=copy)
 
     def write(self, frame: Frame) -> None:
-        video_frame = self._to_video_frame(frame.rgb_u8)
+        if frame.yuv420_u8 is not None:
+            video_frame = self._yuv420_video_frame(frame)
+        else:
+            video_frame = self._to_video_frame(frame.rgb_u8)
         if not self.is_image:
             video_frame.pts = frame.pts
             video_frame.time_base = frame.time_base
         for packet in self.video.encode(video_frame):
             self.container.mux(packet)
         self.frames_written += 1
+
+    def _yuv420_video_frame(self, frame: Frame) -> av.VideoFrame:
+        """A 4:2:0 frame goes to the encoder as it is when its size and colour are the stream's;
+        otherwise through RGB, like any other frame."""
+        height, width = frame.yuv420_u8.shape[0] * 2 // 3, frame.yuv420_u8.shape[1]
+        same = (self._yuv and self.pix_fmt in YUV420_FORMATS
+                and (width, height) == (self.info.width, self.info.height)
+                and frame.yuv == YuvMatrix(SWS_MATRIX[self._matrix_tag], self._full_range))
+        if not same:
+            yuv = frame.yuv
+            vf = av.VideoFrame.from_ndarray(frame.yuv420_u8, format="yuv420p")
+            rgb = vf.to_ndarray(format="rgb24", src_colorspace=yuv.sws_matrix,
+                                src_color_range=2 if yuv.full_range else 1)
+            return self._to_video_frame(rgb)
+        vf = av.VideoFrame.from_ndarray(frame.yuv420_u8, format=self.pix_fmt)
+        vf.colorspace = self._matrix_tag
+        vf.color_range = 2 if self._full_range else 1
+        return vf
 
     def _to_video_frame(self, rgb_u8: np.ndarray) -> av.VideoFrame:
         vf = av.VideoFrame.from_ndarray(rgb_u8, format="rgb24")

@@ -20,7 +20,8 @@ from typing import Iterator
 import av
 
 from streamrain.errors import InputError
-from streamrain.io.frames import SWS_MATRIX, ColourTags, Frame, VideoInfo
+from streamrain.io.frames import (YUV420_FORMATS, ColourTags, Frame, VideoInfo, YuvMatrix,
+                                  default_sws_matrix)
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +121,21 @@ class VideoSource:
         )
 
     def rgb_conversion(self, frame: av.VideoFrame) -> dict:
-        """reformat() arguments that decode this frame's YUV with its own matrix and range.
+        """reformat() arguments that decode this frame's YUV with its own matrix and range."""
+        yuv = self.yuv_matrix(frame)
+        return {"src_colorspace": yuv.sws_matrix, "src_color_range": 2 if yuv.full_range else 1}
 
-        Untagged streams get BT.709 from 720 lines up and BT.601 below, like most players.
-        """
-        matrix = SWS_MATRIX.get(int(frame.colorspace or 2), 1 if frame.height >= 720 else 5)
+    @staticmethod
+    def yuv_matrix(frame: av.VideoFrame) -> YuvMatrix:
         full = int(frame.color_range or 0) == 2 or frame.format.name.startswith("yuvj")
-        return {"src_colorspace": matrix, "src_color_range": 2 if full else 1}
+        return YuvMatrix(default_sws_matrix(frame.colorspace, frame.height), full)
 
-    def items(self) -> Iterator[Frame | av.Packet]:
-        """Decoded frames (as RGB) and, in demux order, the packets of the other streams."""
+    def items(self, *, keep_yuv420: bool = False) -> Iterator[Frame | av.Packet]:
+        """Decoded frames (as RGB) and, in demux order, the packets of the other streams.
+
+        ``keep_yuv420``: frames decoded as 4:2:0 whose width and height are multiples of 4 come as
+        they are (``Frame.yuv420_u8``), for a model that takes them so; the rest still as RGB.
+        """
         index = 0
         last_pts: int | None = None
         fallback_step = self._fallback_pts_step()
@@ -152,11 +158,16 @@ class VideoSource:
                     elif last_pts is not None and pts <= last_pts:
                         pts = last_pts + 1  # keep timestamps strictly increasing for the muxer
                     last_pts = pts
-                    rgb = frame.to_ndarray(format="rgb24", **self.rgb_conversion(frame)) \
-                        if frame.format.name not in ("rgb24",) else frame.to_ndarray()
                     if index == 0 and frame.rotation:
                         self.info = replace(self.info, rotation=int(frame.rotation) % 360)
-                    yield Frame(rgb, pts, self.info.time_base, index, time.monotonic())
+                    if keep_yuv420 and frame.format.name in YUV420_FORMATS \
+                            and frame.width % 4 == 0 and frame.height % 4 == 0:
+                        yield Frame(None, pts, self.info.time_base, index, time.monotonic(),
+                                    yuv420_u8=frame.to_ndarray(), yuv=self.yuv_matrix(frame))
+                    else:
+                        rgb = frame.to_ndarray(format="rgb24", **self.rgb_conversion(frame)) \
+                            if frame.format.name not in ("rgb24",) else frame.to_ndarray()
+                        yield Frame(rgb, pts, self.info.time_base, index, time.monotonic())
                     index += 1
         except (av.FFmpegError, OSError) as exc:
             if index == 0:

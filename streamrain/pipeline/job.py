@@ -8,6 +8,7 @@ from typing import Callable
 
 from streamrain.config import RunOptions
 from streamrain.errors import OutputError
+from streamrain.io.frames import YUV420_FORMATS
 from streamrain.io.sink import EncodeOptions, VideoSink
 from streamrain.io.source import VideoSource, parse_source
 from streamrain.pipeline.runner import Pipeline
@@ -28,6 +29,12 @@ def make_derainer(options: RunOptions, *, live: bool = False) -> Derainer:
                     backend=options.backend, cpu_workers=workers)
 
 
+def takes_yuv420(derainer, options: RunOptions, *, image_output: bool = False) -> bool:
+    """Whether decoded 4:2:0 frames can go to the model and on to the encoder as they are."""
+    return (options.yuv420 and getattr(derainer, "accepts_yuv420", False) and not image_output
+            and options.pix_fmt in YUV420_FORMATS)
+
+
 def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = RunOptions(),
                 derainer: Derainer | None = None, progress: Callable[[RunStats], None] | None = None,
                 on_open: Callable[[VideoSource], None] | None = None,
@@ -46,5 +53,5 @@ def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = Ru
         pipeline = Pipeline(source, derainer, sink, batch=options.batch, policy="offline",
                             queue_frames=options.queue_frames or None, progress=progress,
                             model_name=derainer.name, device_label=derainer.device_label,
-                            stop_event=stop_event)
+                            stop_event=stop_event, keep_yuv420=takes_yuv420(derainer, options, image_output=sink.is_image))
         return pipeline.run()

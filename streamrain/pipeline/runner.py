@@ -5,6 +5,9 @@ copies (audio, subtitles, data). Offline policy never drops a frame: a full queu
 before it wait, so memory stays flat. Live policy never waits on a slow stage: the oldest waiting
 frame is dropped (and counted) so that what comes out is always recent.
 
+With ``keep_yuv420`` the source keeps 4:2:0 frames as decoded and the derainer gets them with
+their colour matrix (``Derainer.accepts_yuv420``); batches never mix layouts, sizes or matrices.
+
 The first exception in any stage stops every stage (each notices within a fraction of a second) and
 is re-raised by ``run()``; so is KeyboardInterrupt. The sink is aborted on any failure.
 """
@@ -32,6 +35,7 @@ Policy = Literal["offline", "live"]
 
 class Pipeline:
     def __init__(self, source, derain: Callable[[np.ndarray], np.ndarray], sink, *, batch: int = 4,
+                 keep_yuv420: bool = False,
                  policy: Policy = "offline", queue_frames: int | None = None,
                  progress: Callable[[RunStats], None] | None = None, model_name: str = "",
                  device_label: str = "", stop_event: threading.Event | None = None):
@@ -40,6 +44,7 @@ class Pipeline:
         if policy not in ("offline", "live"):
             raise ValueError(f"policy must be 'offline' or 'live', got {policy!r}")
         self.source, self.derain, self.sink = source, derain, sink
+        self.keep_yuv420 = keep_yuv420
         self.batch, self.policy, self.progress = batch, policy, progress
         self.stop = stop_event or threading.Event()
         depth = queue_frames or (2 * batch + 2 if policy == "offline" else batch)
@@ -58,7 +63,7 @@ class Pipeline:
 
     def _decode(self) -> None:
         timing = self.stats.stages["decode"]
-        items = self.source.items()
+        items = self.source.items(keep_yuv420=True) if self.keep_yuv420 else self.source.items()
         while True:
             with Timer(timing):
                 item = next(items, END)
@@ -87,8 +92,8 @@ class Pipeline:
                     break
                 if not isinstance(item, Frame):
                     self.q_derained.put(item)  # a copied stream's packet: straight through
-                elif pending and item.rgb_u8.shape != pending[0].rgb_u8.shape:
-                    self._derain_batch(pending, timing)  # frame size changed: never mix sizes
+                elif pending and item.layout_key != pending[0].layout_key:
+                    self._derain_batch(pending, timing)  # never mix sizes, layouts or matrices
                     pending = [item]
                 else:
                     pending.append(item)
@@ -106,16 +111,18 @@ class Pipeline:
         self.q_derained.put(END)
 
     def _derain_batch(self, frames: list[Frame], timing) -> None:
-        batch = np.stack([f.rgb_u8 for f in frames])
+        batch = np.stack([f.pixels for f in frames])
+        # 4:2:0 frames (the source keeps them so only for a derainer that takes them) say their matrix.
+        kwargs = {"yuv": frames[0].yuv} if frames[0].yuv420_u8 is not None else {}
         if self._max_in_flight <= 1:
             with Timer(timing):
-                out = self.derain(batch)
+                out = self.derain(batch, **kwargs)
             self._emit(frames, out, timing)
             return
         # A derainer that overlaps batches (CUDA streams, CPU workers): submit this one before
         # collecting the oldest, so that it runs while the previous batch finishes or comes back.
         with Timer(timing):
-            self._in_flight.append((frames, self.derain.submit(batch)))
+            self._in_flight.append((frames, self.derain.submit(batch, **kwargs)))
         if len(self._in_flight) >= self._max_in_flight:
             self._collect_oldest(timing)
 
@@ -127,8 +134,8 @@ class Pipeline:
 
     def _emit(self, frames: list[Frame], out: np.ndarray, timing) -> None:
         timing.frames += len(frames)
-        for f, rgb in zip(frames, out):
-            self.q_derained.put(replace(f, rgb_u8=rgb))
+        for f, pixels in zip(frames, out):
+            self.q_derained.put(replace(f, rgb_u8=pixels) if f.rgb_u8 is not None else replace(f, yuv420_u8=pixels))
 
     def _encode(self) -> None:
         timing = self.stats.stages["encode"]

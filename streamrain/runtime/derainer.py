@@ -10,6 +10,10 @@ Offline runs on the CPU use ``cpu_workers`` batches in flight, each on its share
 single-threaded workers use ~15 % less CPU per frame than one two-threaded batch (no OpenMP
 barriers), and a decode or encode thread that preempts one worker no longer stalls the other.
 Synchronous calls (``derainer(batch)``: live preview, eval) keep every core for one batch.
+
+A network with a 4:2:0 form (SRNet's ``yuv420_form``) also takes batches of decoded pictures as
+they are, I420 uint8 ``(B, H * 3 // 2, W)`` with their ``YuvMatrix`` (``accepts_yuv420``): on the
+CPU this saves swscale's two conversions per frame, about as much CPU as the encoder itself uses.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from streamrain.errors import ModelError
+from streamrain.io.frames import YuvMatrix
 from streamrain.runtime.layout import to_channels_last
 from streamrain.runtime.malloc import keep_freed_memory
 from streamrain.runtime.wrapper import DerainModule
@@ -94,11 +99,15 @@ class Derainer:
                 cpu_workers = 1
         self._pool: ThreadPoolExecutor | None = None
         self._cpu_workers = cpu_workers
+        self._yuv420_form = None  # SRNet.yuv420_form where the CPU eager path can use it
+        self._yuv420_modules: dict[YuvMatrix, torch.nn.Module] = {}
         if self.device.type == "cpu":
             # A network may offer a form refactored for inference (SRNet does); it computes in the
             # given dtype itself, so autocast is left off for it.
             self._autocast = self.dtype == torch.bfloat16
             inference_form = getattr(self.module.net, "inference_form", None)
+            if self.backend == "eager" and hasattr(self.module.net, "yuv420_form"):
+                self._yuv420_form = self.module.net.yuv420_form
             if inference_form is not None and self.backend == "eager":
                 # A new wrapper: the caller's module keeps its own (trainable, float32) network.
                 self.module = DerainModule(inference_form(self.dtype), name=self.name, arch=module.arch)
@@ -122,7 +131,14 @@ class Derainer:
         label = f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}"
         return label if self.backend == "eager" else f"{label}:{self.backend}"
 
-    def __call__(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
+    @property
+    def accepts_yuv420(self) -> bool:
+        return self._yuv420_form is not None
+
+    def __call__(self, rgb_u8_bhwc: np.ndarray, *, yuv: YuvMatrix | None = None) -> np.ndarray:
+        """``yuv`` given: the batch is I420 pictures in that matrix and range (``accepts_yuv420``)."""
+        if yuv is not None:
+            return self._run_yuv420(rgb_u8_bhwc, self._yuv420_module(yuv), threads=self._all_threads)
         if self.device.type == "cpu":
             return self._run_cpu(rgb_u8_bhwc, threads=self._all_threads)
         return self._run(rgb_u8_bhwc)
@@ -135,8 +151,13 @@ class Derainer:
             return self._cpu_workers
         return getattr(self._run, "slots", 1)
 
-    def submit(self, rgb_u8_bhwc: np.ndarray):
+    def submit(self, rgb_u8_bhwc: np.ndarray, *, yuv: YuvMatrix | None = None):
         """Starts a batch; ``collect(handle)`` returns its result. Collect in submission order."""
+        if yuv is not None:
+            module = self._yuv420_module(yuv)  # built here, on one thread, before any worker uses it
+            if self._pool is not None:
+                return self._pool.submit(self._run_yuv420, rgb_u8_bhwc, module, threads=self._worker_threads)
+            return self._run_yuv420(rgb_u8_bhwc, module, threads=self._all_threads)
         if self._pool is not None:
             return self._pool.submit(self._run_cpu, rgb_u8_bhwc, threads=self._worker_threads)
         if self.max_in_flight > 1:
@@ -151,6 +172,19 @@ class Derainer:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+    def _yuv420_module(self, yuv: YuvMatrix) -> torch.nn.Module:
+        if self._yuv420_form is None:
+            raise ModelError(f"model {self.name} on {self.device_label} does not take 4:2:0 frames")
+        if yuv not in self._yuv420_modules:
+            self._yuv420_modules[yuv] = self._yuv420_form(self.dtype, yuv).eval()
+        return self._yuv420_modules[yuv]
+
+    def _run_yuv420(self, i420_u8: np.ndarray, module: torch.nn.Module, *, threads: int) -> np.ndarray:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            return module(torch.from_numpy(i420_u8)).numpy()
 
     def _run_cpu(self, rgb_u8_bhwc: np.ndarray, *, threads: int | None = None) -> np.ndarray:
         if threads and torch.get_num_threads() != threads:
