@@ -163,3 +163,13 @@ def test_sink_converts_a_yuv420_frame_in_another_matrix(clip, tmp_path):
         decoded = player_rgb(next(c.decode(video=0))).astype(int)
     assert np.abs(misread.astype(int) - as_meant).mean() > 7  # what writing the planes as they are gives
     assert np.abs(decoded - as_meant).mean() < 3.5  # one more 4:2:0 generation
+
+
+def test_rgb_flag_turns_the_4_2_0_path_off(clip, tmp_path):
+    from streamrain.cli import _run_parser, main
+
+    assert _run_parser().parse_args(["a.mp4", "b.mp4", "--rgb"]).yuv420 is False
+    assert _run_parser().parse_args(["a.mp4", "b.mp4"]).yuv420 is None  # the preset's or RunOptions' value
+    out = tmp_path / "out.mp4"
+    assert main([str(clip("in.mp4", frames=4)), str(out), "--rgb", "--no-progress"]) == 0
+    assert len(probe(out)["video"]["pts_s"]) == 4
