@@ -173,3 +173,9 @@ def test_rgb_flag_turns_the_4_2_0_path_off(clip, tmp_path):
     out = tmp_path / "out.mp4"
     assert main([str(clip("in.mp4", frames=4)), str(out), "--rgb", "--no-progress"]) == 0
     assert len(probe(out)["video"]["pts_s"]) == 4
+
+
+def test_yuv420_form_names_the_sizes_it_takes():
+    form = SRNet(half_channels=8, quarter_channels=16, blocks=1).yuv420_form(torch.float32, YuvMatrix(5, False))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        form(torch.zeros(1, 15, 12, dtype=torch.uint8))  # H = 10

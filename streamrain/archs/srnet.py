@@ -172,7 +172,8 @@ def _yuv_s2d_from_rgb(kr: float, kb: float) -> torch.Tensor:
 
 class Yuv420SRNet(nn.Module):
     """SRNet on decoded 4:2:0 pictures: uint8 I420 ``(B, H * 3 // 2, W)`` in and out, H and W
-    multiples of 4 (``pad_multiple``; the caller pads or falls back to RGB).
+    multiples of 4 (other sizes go through RGB: ``VideoSource.items(keep_yuv420=True)`` keeps 4:2:0
+    only for these).
 
     The same function as converting to RGB (chroma repeated over its 2x2 block), running SRNet and
     converting back (chroma averaged over the block), except that the output is clamped in Y'CbCr
@@ -184,8 +185,6 @@ class Yuv420SRNet(nn.Module):
     folded into its weights, and the last one predicts the rain in code units, so the residual is
     one float32 subtraction from the decoded picture.
     """
-
-    pad_multiple = 4
 
     def __init__(self, net: SRNet, dtype: torch.dtype, yuv: YuvMatrix):
         super().__init__()
@@ -222,6 +221,9 @@ class Yuv420SRNet(nn.Module):
     def forward(self, i420_u8: torch.Tensor) -> torch.Tensor:
         batch, rows, width = i420_u8.shape
         height = rows * 2 // 3
+        if rows % 6 or width % 4 or i420_u8.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 I420 (B, H * 3 // 2, W) with H and W multiples of 4; "
+                             f"got {i420_u8.dtype} {tuple(i420_u8.shape)}")
         h2, w2 = height // 2, width // 2
         flat = i420_u8.reshape(batch, -1)
         # (B, h2, w2, C) memory is the channels_last layout of (B, C, h2, w2); channel 2i+j of the
