@@ -96,6 +96,34 @@ def _add_depth_to_space_(half: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return half
 
 
+def _frozen(t: torch.Tensor, dtype: torch.dtype) -> nn.Parameter:
+    t = t.detach().to(dtype)
+    return nn.Parameter(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t,
+                        requires_grad=False)
+
+
+class _FrozenTrunk(nn.Module):
+    """SRNet between head and tail, for the inference forms: half resolution in and out."""
+
+    def __init__(self, net: SRNet, dtype: torch.dtype):
+        super().__init__()
+        self.down_w = _frozen(_fold_space_to_depth(net.down.weight), dtype)
+        self.down_b = _frozen(net.down.bias, dtype)
+        self.body = nn.ParameterList(
+            _frozen(t, dtype) for block in net.body
+            for t in (block.conv1.weight, block.conv1.bias, block.conv2.weight, block.conv2.bias))
+        self.up_w = _frozen(_position_major(net.up.weight), dtype)
+        self.up_b = _frozen(_position_major(net.up.bias), dtype)
+
+    def forward(self, half: torch.Tensor) -> torch.Tensor:
+        quarter = F.conv2d(half, self.down_w, self.down_b, stride=2).relu_()
+        p = list(self.body)
+        for i in range(0, len(p), 4):
+            inner = F.conv2d(quarter, p[i], p[i + 1], padding=1).relu_()
+            quarter = quarter + F.conv2d(inner, p[i + 2], p[i + 3], padding=1)
+        return _add_depth_to_space_(half, F.conv2d(quarter, self.up_w, self.up_b)).relu_()
+
+
 class FoldedSRNet(nn.Module):
     """SRNet for inference: the same function as ``SRNet.forward``, exactly so in fp32.
 
@@ -113,29 +141,14 @@ class FoldedSRNet(nn.Module):
     def __init__(self, net: SRNet, dtype: torch.dtype):
         super().__init__()
         self.dtype = dtype
-
-        def frozen(t: torch.Tensor) -> nn.Parameter:
-            t = t.detach().to(dtype)
-            return nn.Parameter(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t,
-                                requires_grad=False)
-
-        self.head_w, self.head_b = frozen(_fold_space_to_depth(net.head.weight)), frozen(net.head.bias)
-        self.down_w, self.down_b = frozen(_fold_space_to_depth(net.down.weight)), frozen(net.down.bias)
-        self.body = nn.ParameterList(
-            frozen(t) for block in net.body
-            for t in (block.conv1.weight, block.conv1.bias, block.conv2.weight, block.conv2.bias))
-        self.up_w, self.up_b = frozen(_position_major(net.up.weight)), frozen(_position_major(net.up.bias))
-        self.tail_w, self.tail_b = frozen(net.tail.weight), frozen(net.tail.bias)
+        self.head_w = _frozen(_fold_space_to_depth(net.head.weight), dtype)
+        self.head_b = _frozen(net.head.bias, dtype)
+        self.trunk = _FrozenTrunk(net, dtype)
+        self.tail_w, self.tail_b = _frozen(net.tail.weight, dtype), _frozen(net.tail.bias, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.to(self.dtype)
-        half = F.conv2d(h, self.head_w, self.head_b, stride=2, padding=2).relu_()
-        quarter = F.conv2d(half, self.down_w, self.down_b, stride=2).relu_()
-        p = list(self.body)
-        for i in range(0, len(p), 4):
-            inner = F.conv2d(quarter, p[i], p[i + 1], padding=1).relu_()
-            quarter = quarter + F.conv2d(inner, p[i + 2], p[i + 3], padding=1)
-        half = _add_depth_to_space_(half, F.conv2d(quarter, self.up_w, self.up_b)).relu_()
+        half = F.conv2d(x.to(self.dtype), self.head_w, self.head_b, stride=2, padding=2).relu_()
+        half = self.trunk(half)
         rain = F.pixel_shuffle(F.conv2d(half, self.tail_w, self.tail_b, padding=1), 2)
         return (x - rain.float()).clamp_(0.0, 1.0)
 
@@ -198,25 +211,16 @@ class Yuv420SRNet(nn.Module):
         # float32: bf16 elementwise ops with a broadcast operand take a slow path (6x, measured).
         self.register_buffer("offset", torch.tensor(offset).view(1, 6, 1, 1), persistent=False)
 
-        def frozen(t: torch.Tensor) -> nn.Parameter:
-            t = t.detach().to(dtype)
-            return nn.Parameter(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t,
-                                requires_grad=False)
-
         # head: codes -> normalised (/ scale) -> RGB space-to-depth -> SRNet's head.
         into_rgb = _rgb_from_yuv_s2d(kr, kb) / scale
         head = torch.einsum("oikl,ij->ojkl", net.head.weight.double(), into_rgb)
         # tail: SRNet's tail -> rain in RGB space-to-depth -> Y'CbCr (normalised) -> codes (* scale).
         out_of_rgb = _yuv_s2d_from_rgb(kr, kb) * scale[:, None]
         tail = torch.einsum("ji,iokl->jokl", out_of_rgb, net.tail.weight.double())
-        self.head_w = frozen(head)
-        self.head_b = frozen(net.head.bias)
-        self.down_w, self.down_b = frozen(_fold_space_to_depth(net.down.weight)), frozen(net.down.bias)
-        self.body = nn.ParameterList(
-            frozen(t) for block in net.body
-            for t in (block.conv1.weight, block.conv1.bias, block.conv2.weight, block.conv2.bias))
-        self.up_w, self.up_b = frozen(_position_major(net.up.weight)), frozen(_position_major(net.up.bias))
-        self.tail_w, self.tail_b = frozen(tail), frozen(out_of_rgb @ net.tail.bias.double())
+        self.head_w, self.head_b = _frozen(head, dtype), _frozen(net.head.bias, dtype)
+        self.trunk = _FrozenTrunk(net, dtype)
+        self.tail_w = _frozen(tail, dtype)
+        self.tail_b = _frozen(out_of_rgb @ net.tail.bias.double(), dtype)
 
     def forward(self, i420_u8: torch.Tensor) -> torch.Tensor:
         batch, rows, width = i420_u8.shape
@@ -236,13 +240,7 @@ class Yuv420SRNet(nn.Module):
         codes[..., 4:].copy_(chroma.permute(0, 2, 3, 1))
         codes = codes.permute(0, 3, 1, 2)
         x = (codes.float() - self.offset).to(self.dtype)
-        half = F.conv2d(x, self.head_w, self.head_b, padding=1).relu_()
-        quarter = F.conv2d(half, self.down_w, self.down_b, stride=2).relu_()
-        p = list(self.body)
-        for i in range(0, len(p), 4):
-            inner = F.conv2d(quarter, p[i], p[i + 1], padding=1).relu_()
-            quarter = quarter + F.conv2d(inner, p[i + 2], p[i + 3], padding=1)
-        half = _add_depth_to_space_(half, F.conv2d(quarter, self.up_w, self.up_b)).relu_()
+        half = self.trunk(F.conv2d(x, self.head_w, self.head_b, padding=1).relu_())
         rain = F.conv2d(half, self.tail_w, self.tail_b, padding=1)
         out = torch.sub(codes, rain.float()).round_().clamp_(0, 255).to(torch.uint8)
         out_hwc = out.permute(0, 2, 3, 1)  # channels_last memory: a view
