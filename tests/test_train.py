@@ -197,3 +197,25 @@ def test_bgr_networks_are_trained_in_bgr(tiny_recipe, tmp_path):
     rgb = torch.rand(1, 3, 4, 4)
     out = trainer.forward(rgb)
     assert torch.equal(seen[0], rgb.flip(1)) and torch.allclose(out, rgb * 0.5)
+
+
+def test_stage_loss_supervises_every_stage_in_the_networks_channel_order(tiny_recipe, tmp_path):
+    from streamrain.archs.sdsen import SDSEN
+
+    recipe = replace(tiny_recipe, arch="sdsen", arch_args={"channels": 2, "stages": 3},
+                     train=replace(tiny_recipe.train, stage_loss=True))
+    trainer = Trainer(recipe, tmp_path / "run", max_steps=1)
+    assert isinstance(trainer.model, SDSEN)
+    for p in trainer.model.parameters():  # weights large enough that the stages differ
+        p.data.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+    rainy, clean = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        stages = [s.flip(1) for s in trainer.model.forward_stages(rainy.flip(1))]  # SDSEN is BGR
+        expected = sum(trainer.loss_fn(s, clean) for s in stages) / 3
+        final_only = trainer.loss_fn(trainer.forward(rainy), clean)
+        got = trainer.training_loss(rainy, clean)
+    assert len(stages) == 3 and torch.allclose(stages[-1], trainer.forward(rainy))
+    assert torch.allclose(got, expected) and not torch.allclose(got, final_only)
+    srnet_recipe = replace(tiny_recipe, train=replace(tiny_recipe.train, stage_loss=True))
+    with pytest.raises(RecipeError, match="stage_loss needs a multi-stage network"):
+        Trainer(srnet_recipe, tmp_path / "run2", max_steps=1)

@@ -115,3 +115,8 @@ class SDSEN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.forward_rain_layers(x)[-1]
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each stage's derained estimate ``O - R_s``: what stage-wise training supervises (the same
+        as upstream's ``MSE(R_s, O - B)`` per stage, since ``(O - R_s) - B = (O - B) - R_s``)."""
+        return [x - rain for rain in self.forward_rain_layers(x)]

@@ -50,6 +50,9 @@ class TrainSection:
     bf16: bool = True
     threads: int = 0  # 0: torch's default
     init_from: Path | None = None  # weights (.safetensors) to start from: fine-tuning a shipped model
+    # Supervise every stage of a multi-stage network (one with ``forward_stages``), as RESCAN-style
+    # recurrent networks (SDSEN) are trained upstream; the loss is the mean over the stages.
+    stage_loss: bool = False
 
 
 @dataclass(frozen=True)

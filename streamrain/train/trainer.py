@@ -22,7 +22,7 @@ from streamrain.runtime.layout import to_channels_last
 from streamrain.train.data import MixedPairs, SyntheticPairs, load_clean_pool
 from streamrain.train.paired import PairedPatches, find_pairs, load_pair
 from streamrain.train.losses import combined_loss
-from streamrain.train.recipe import Recipe
+from streamrain.train.recipe import Recipe, RecipeError
 from streamrain.weights import build_from_weights, read_metadata, save_weights
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class Trainer:
             torch.set_num_threads(recipe.train.threads)
         torch.manual_seed(recipe.train.seed)
         self.model = ARCHS[recipe.arch](**recipe.arch_args)
+        if recipe.train.stage_loss and not hasattr(self.model, "forward_stages"):
+            raise RecipeError(f"{recipe.path}: stage_loss needs a multi-stage network; {recipe.arch} has one stage")
         to_channels_last(self.model)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay)
@@ -161,6 +163,16 @@ class Trainer:
             return self.model(rgb.flip(1)).flip(1)
         return self.model(rgb)
 
+    def training_loss(self, rainy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """The recipe's loss on one batch; with ``stage_loss``, its mean over every stage's output."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.recipe.train.bf16):
+            if not self.recipe.train.stage_loss:
+                return self.loss_fn(self.forward(rainy).float(), clean)
+            bgr = getattr(self.model, "input_order", "rgb") == "bgr"
+            stages = self.model.forward_stages(rainy.flip(1) if bgr else rainy)
+        stages = [s.flip(1) if bgr else s for s in stages]
+        return sum(self.loss_fn(s.float(), clean) for s in stages) / len(stages)
+
     def validate(self) -> float:
         self.model.eval()
         with torch.inference_mode():
@@ -183,9 +195,7 @@ class Trainer:
             while self.step < self.total_steps and not self._stop_requested:
                 rainy, clean = self.pairs.batch(self.recipe.data.batch, self.gen)
                 rainy = rainy.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                    pred = self.forward(rainy)
-                loss = self.loss_fn(pred.float(), clean)
+                loss = self.training_loss(rainy, clean)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.recipe.optim.grad_clip:
