@@ -20,7 +20,7 @@ from streamrain.runtime.wrapper import DerainModule
 from streamrain.weights import WeightsError, build_from_weights, read_metadata
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_MODEL = "srnet-v2"
+DEFAULT_MODEL = "srnet-v3"
 
 # Published networks with no weights we may ship: how a user gets some.
 _HOW_TO_GET = {
