@@ -53,5 +53,6 @@ def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = Ru
         pipeline = Pipeline(source, derainer, sink, batch=options.batch, policy="offline",
                             queue_frames=options.queue_frames or None, progress=progress,
                             model_name=derainer.name, device_label=derainer.device_label,
-                            stop_event=stop_event, keep_yuv420=takes_yuv420(derainer, options, image_output=sink.is_image))
+                            stop_event=stop_event,
+                            keep_yuv420=takes_yuv420(derainer, options, image_output=sink.is_image))
         return pipeline.run()

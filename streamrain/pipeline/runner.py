@@ -35,8 +35,7 @@ Policy = Literal["offline", "live"]
 
 class Pipeline:
     def __init__(self, source, derain: Callable[[np.ndarray], np.ndarray], sink, *, batch: int = 4,
-                 keep_yuv420: bool = False,
-                 policy: Policy = "offline", queue_frames: int | None = None,
+                 keep_yuv420: bool = False, policy: Policy = "offline", queue_frames: int | None = None,
                  progress: Callable[[RunStats], None] | None = None, model_name: str = "",
                  device_label: str = "", stop_event: threading.Event | None = None):
         if batch < 1:
@@ -135,7 +134,8 @@ class Pipeline:
     def _emit(self, frames: list[Frame], out: np.ndarray, timing) -> None:
         timing.frames += len(frames)
         for f, pixels in zip(frames, out):
-            self.q_derained.put(replace(f, rgb_u8=pixels) if f.rgb_u8 is not None else replace(f, yuv420_u8=pixels))
+            as_rgb = f.rgb_u8 is not None
+            self.q_derained.put(replace(f, rgb_u8=pixels) if as_rgb else replace(f, yuv420_u8=pixels))
 
     def _encode(self) -> None:
         timing = self.stats.stages["encode"]

@@ -165,13 +165,15 @@ class Trainer:
 
     def training_loss(self, rainy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """The recipe's loss on one batch; with ``stage_loss``, its mean over every stage's output."""
+        bgr = getattr(self.model, "input_order", "rgb") == "bgr"
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.recipe.train.bf16):
-            if not self.recipe.train.stage_loss:
-                return self.loss_fn(self.forward(rainy).float(), clean)
-            bgr = getattr(self.model, "input_order", "rgb") == "bgr"
-            stages = self.model.forward_stages(rainy.flip(1) if bgr else rainy)
-        stages = [s.flip(1) if bgr else s for s in stages]
-        return sum(self.loss_fn(s.float(), clean) for s in stages) / len(stages)
+            if self.recipe.train.stage_loss:
+                stages = self.model.forward_stages(rainy.flip(1) if bgr else rainy)
+                outputs = [s.flip(1) if bgr else s for s in stages]
+            else:
+                outputs = [self.forward(rainy)]
+        # The loss itself in float32, outside autocast (SSIM's sums lose too much in bf16).
+        return sum(self.loss_fn(out.float(), clean) for out in outputs) / len(outputs)
 
     def validate(self) -> float:
         self.model.eval()
