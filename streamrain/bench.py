@@ -25,6 +25,7 @@ from streamrain.config import RunOptions
 from streamrain.io.sink import EncodeOptions, VideoSink
 from streamrain.io.source import VideoSource, parse_source
 from streamrain.pipeline.job import derain_file, takes_yuv420
+from streamrain.pipeline.runner import layout_of
 from streamrain.runtime.derainer import Derainer
 
 
@@ -73,14 +74,9 @@ def _decode_all(clip: Path, keep_yuv420: bool = False):
         return frames, time.perf_counter() - t0, source.info
 
 
-def _layout(frame) -> dict:
-    """How the pipeline tells the derainer what a batch holds (see Pipeline._derain_batch)."""
-    return {"yuv": frame.yuv} if frame.yuv420_u8 is not None else {}
-
-
 def _time_derain(derainer, decoded, batch: int) -> float:
     """The derain stage alone, fed as the pipeline feeds it: up to ``max_in_flight`` batches at once."""
-    batches = [(np.stack([f.pixels for f in decoded[i:i + batch]]), _layout(decoded[i]))
+    batches = [(np.stack([f.pixels for f in decoded[i:i + batch]]), layout_of(decoded[i]))
                for i in range(0, len(decoded), batch)]
     in_flight: deque = deque()
     t0 = time.perf_counter()
@@ -112,7 +108,7 @@ def bench(derainer: Derainer, *, clip: Path | None = None, width: int = 640, hei
         clip = clip or make_test_clip(tmp / "clip.mp4", width=width, height=height, frames=frames)
         keep_yuv420 = takes_yuv420(derainer, options)
         first = _decode_all(clip, keep_yuv420)[0][0]
-        warm, layout = np.stack([first.pixels] * options.batch), _layout(first)
+        warm, layout = np.stack([first.pixels] * options.batch), layout_of(first)
         # Warm-up (kernels, caches, thread pools) on every worker and on the calling thread.
         for handle in [derainer.submit(warm, **layout) for _ in range(getattr(derainer, "max_in_flight", 1))]:
             derainer.collect(handle)

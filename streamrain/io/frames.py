@@ -41,6 +41,10 @@ class YuvMatrix:
     def luma_weights(self) -> tuple[float, float]:
         return LUMA_WEIGHTS[self.sws_matrix]
 
+    def rgb_reformat_args(self) -> dict:
+        """``to_ndarray``/``reformat`` arguments that decode a frame in this matrix and range to RGB."""
+        return {"src_colorspace": self.sws_matrix, "src_color_range": 2 if self.full_range else 1}
+
 
 @dataclass
 class Frame:

@@ -244,11 +244,8 @@ class VideoSink:
                 and (width, height) == (self.info.width, self.info.height)
                 and frame.yuv == YuvMatrix(SWS_MATRIX[self._matrix_tag], self._full_range))
         if not same:
-            yuv = frame.yuv
             vf = av.VideoFrame.from_ndarray(frame.yuv420_u8, format="yuv420p")
-            rgb = vf.to_ndarray(format="rgb24", src_colorspace=yuv.sws_matrix,
-                                src_color_range=2 if yuv.full_range else 1)
-            return self._to_video_frame(rgb)
+            return self._to_video_frame(vf.to_ndarray(format="rgb24", **frame.yuv.rgb_reformat_args()))
         vf = av.VideoFrame.from_ndarray(frame.yuv420_u8, format=self.pix_fmt)
         vf.colorspace = self._matrix_tag
         vf.color_range = 2 if self._full_range else 1

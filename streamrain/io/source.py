@@ -122,8 +122,7 @@ class VideoSource:
 
     def rgb_conversion(self, frame: av.VideoFrame) -> dict:
         """reformat() arguments that decode this frame's YUV with its own matrix and range."""
-        yuv = self.yuv_matrix(frame)
-        return {"src_colorspace": yuv.sws_matrix, "src_color_range": 2 if yuv.full_range else 1}
+        return self.yuv_matrix(frame).rgb_reformat_args()
 
     @staticmethod
     def yuv_matrix(frame: av.VideoFrame) -> YuvMatrix:

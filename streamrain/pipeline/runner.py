@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 Policy = Literal["offline", "live"]
 
 
+def layout_of(frame: Frame) -> dict:
+    """How a batch of frames like this one is described to the derainer: 4:2:0 frames (the source
+    keeps them so only for a derainer that takes them) say their matrix; RGB needs nothing."""
+    return {"yuv": frame.yuv} if frame.yuv420_u8 is not None else {}
+
+
 class Pipeline:
     def __init__(self, source, derain: Callable[[np.ndarray], np.ndarray], sink, *, batch: int = 4,
                  keep_yuv420: bool = False, policy: Policy = "offline", queue_frames: int | None = None,
@@ -111,8 +117,7 @@ class Pipeline:
 
     def _derain_batch(self, frames: list[Frame], timing) -> None:
         batch = np.stack([f.pixels for f in frames])
-        # 4:2:0 frames (the source keeps them so only for a derainer that takes them) say their matrix.
-        kwargs = {"yuv": frames[0].yuv} if frames[0].yuv420_u8 is not None else {}
+        kwargs = layout_of(frames[0])
         if self._max_in_flight <= 1:
             with Timer(timing):
                 out = self.derain(batch, **kwargs)
