@@ -7,10 +7,18 @@ slowest stage's fps alone: 1.0 means decode and encode are completely hidden beh
 Shared machines are noisy (the same pass varies by 10 % or more from one second to the next), so the
 stages and the end-to-end run are timed in ``rounds`` interleaved rounds and the medians are reported;
 every round's figures are kept in ``rounds_fps``.
+
+Each stage's CPU time per frame (the whole process's, so a codec's own threads count) is measured
+too. Where the slowest stage alone already keeps every core busy (a CPU derainer does), the stages
+can only share the cores, and end to end is at most ``cores / (CPU per frame of all stages)``:
+``cpu_bound_efficiency`` is that ceiling over the slowest stage's fps, the efficiency a perfect
+pipeline would reach on this machine (1.0 where the stages have cores to spare, as with a GPU).
 """
 
 from __future__ import annotations
 
+import os
+import resource
 import statistics
 import tempfile
 import time
@@ -47,6 +55,9 @@ class BenchResult:
     rounds: int = 1
     rounds_fps: dict = field(default_factory=dict)
     frames_as: str = "rgb"  # or "yuv420": what the model was given (see RunOptions.yuv420)
+    cores: int = 1
+    cpu_ms_per_frame: dict = field(default_factory=dict)  # per stage alone and end to end (medians)
+    cpu_bound_efficiency: float = 1.0
 
     def to_json(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -65,6 +76,15 @@ def make_test_clip(path: Path, *, width: int, height: int, frames: int, fps: int
         for packet in stream.encode(None):
             out.mux(packet)
     return path
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _decode_all(clip: Path, keep_yuv420: bool = False):
@@ -114,20 +134,35 @@ def bench(derainer: Derainer, *, clip: Path | None = None, width: int = 640, hei
             derainer.collect(handle)
         derainer(warm, **layout)
         runs = {"decode": [], "derain": [], "encode": [], "end_to_end": []}
+        cpu_ms = {name: [] for name in runs}
         for _ in range(rounds):
+            cpu0 = _cpu_s()
             decoded, decode_s, info = _decode_all(clip, keep_yuv420)
             runs["decode"].append(len(decoded) / decode_s)
+            cpu1 = _cpu_s()
             runs["derain"].append(_time_derain(derainer, decoded, options.batch))
+            cpu2 = _cpu_s()
             runs["encode"].append(_time_encode(decoded, info, tmp / "encode-only.mp4", options))
+            cpu3 = _cpu_s()
             stats = derain_file(str(clip), tmp / "end-to-end.mp4", options=options, derainer=derainer)
             runs["end_to_end"].append(stats.fps)
+            cpu4 = _cpu_s()
+            for name, (start, end) in zip(runs, ((cpu0, cpu1), (cpu1, cpu2), (cpu2, cpu3), (cpu3, cpu4))):
+                cpu_ms[name].append(1000 * (end - start) / len(decoded))
     fps = {name: statistics.median(values) for name, values in runs.items()}
+    cpu = {name: statistics.median(values) for name, values in cpu_ms.items()}
+    slowest_fps = min(fps["decode"], fps["derain"], fps["encode"])
+    cores = _usable_cores()
+    stages_cpu_s = (cpu["decode"] + cpu["derain"] + cpu["encode"]) / 1000
+    cpu_bound_fps = cores / stages_cpu_s if stages_cpu_s > 0 else float("inf")
     return BenchResult(
         model=derainer.name, device=derainer.device_label, backend=backend, width=info.width,
         height=info.height, frames=len(decoded), batch=options.batch, decode_fps=fps["decode"],
         derain_fps=fps["derain"], encode_fps=fps["encode"], end_to_end_fps=fps["end_to_end"],
-        efficiency=fps["end_to_end"] / min(fps["decode"], fps["derain"], fps["encode"]),
+        efficiency=fps["end_to_end"] / slowest_fps,
         stages_in_pipeline=stats.to_json()["stages"], rounds=rounds,
         rounds_fps={name: [round(v, 2) for v in values] for name, values in runs.items()},
-        frames_as="yuv420" if keep_yuv420 else "rgb",
+        frames_as="yuv420" if keep_yuv420 else "rgb", cores=cores,
+        cpu_ms_per_frame={name: round(v, 3) for name, v in cpu.items()},
+        cpu_bound_efficiency=min(1.0, cpu_bound_fps / slowest_fps),
     )

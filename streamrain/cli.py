@@ -381,10 +381,12 @@ def _cmd_bench(argv: list[str]) -> int:
                         f"batch {result.batch}, {result.device}, median of {result.rounds} rounds")
     table.add_column("stage")
     table.add_column("fps", justify="right")
+    table.add_column("CPU ms/frame", justify="right")
     for name in ("decode", "derain", "encode", "end_to_end"):
         table.add_row(name.replace("_", " ") + (" (alone)" if name != "end_to_end" else ""),
-                      f"{getattr(result, name + '_fps'):.1f}")
-    table.add_row("pipeline efficiency", f"{result.efficiency:.2f}")
+                      f"{getattr(result, name + '_fps'):.1f}", f"{result.cpu_ms_per_frame[name]:.2f}")
+    table.add_row("pipeline efficiency", f"{result.efficiency:.2f}", "")
+    table.add_row(f"  ceiling on {result.cores} cores", f"{result.cpu_bound_efficiency:.2f}", "")
     out.print(table)
     if args.json:
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")

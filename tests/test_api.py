@@ -117,6 +117,10 @@ def test_bench_reports_every_stage(tmp_path, capsys):
         assert result[f"{stage}_fps"] == pytest.approx(sorted(result["rounds_fps"][stage])[1], abs=0.01)
     slowest = min(result["decode_fps"], result["derain_fps"], result["encode_fps"])
     assert result["efficiency"] == pytest.approx(result["end_to_end_fps"] / slowest, abs=0.002)
+    cpu = result["cpu_ms_per_frame"]
+    assert set(cpu) == {"decode", "derain", "encode", "end_to_end"} and all(v > 0 for v in cpu.values())
+    ceiling_fps = result["cores"] * 1000 / (cpu["decode"] + cpu["derain"] + cpu["encode"])
+    assert result["cpu_bound_efficiency"] == pytest.approx(min(1.0, ceiling_fps / slowest), abs=0.01)
     assert result["frames"] == 12 and (result["width"], result["height"]) == (64, 48)
     assert set(result["stages_in_pipeline"]) == {"decode", "derain", "encode"}
     assert "pipeline efficiency" in capsys.readouterr().out
@@ -135,11 +139,12 @@ def test_cpu_workers_give_the_same_frames_as_one_call():
     module = streamrain.load_model()
     single = Derainer(module, device="cpu", precision="fp32")
     pooled = Derainer(module, device="cpu", precision="fp32", cpu_workers=2)
-    assert (single.max_in_flight, pooled.max_in_flight) == (1, 2)
-    batches = [np.random.default_rng(i).integers(0, 256, (2, 40, 56, 3), dtype=np.uint8) for i in range(3)]
-    handles = [pooled.submit(b) for b in batches[:2]]
+    # One batch waits for each worker beyond the two running.
+    assert (single.max_in_flight, pooled.max_in_flight) == (1, 3)
+    batches = [np.random.default_rng(i).integers(0, 256, (2, 40, 56, 3), dtype=np.uint8) for i in range(4)]
+    handles = [pooled.submit(b) for b in batches[:3]]
     results = [pooled.collect(handles[0])]
-    handles.append(pooled.submit(batches[2]))
+    handles.append(pooled.submit(batches[3]))
     results += [pooled.collect(h) for h in handles[1:]]
     for batch, result in zip(batches, results):
         # Different thread counts may round a value the other way; never by more than one level.

@@ -146,9 +146,12 @@ class Derainer:
     @property
     def max_in_flight(self) -> int:
         """Batches that may be submitted before the first is collected: 2 on CUDA, where one batch's
-        transfers overlap another's compute; ``cpu_workers`` on the CPU."""
+        transfers overlap another's compute; on the CPU one more than ``cpu_workers``, so that a
+        worker that finishes takes the waiting batch at once instead of idling until the pipeline
+        thread (which shares the cores with decode and encode) is scheduled to submit the next one
+        (measured: ~3 % more end-to-end fps at 640x360 on 2 cores)."""
         if self._pool is not None:
-            return self._cpu_workers
+            return self._cpu_workers + 1
         return getattr(self._run, "slots", 1)
 
     def submit(self, rgb_u8_bhwc: np.ndarray, *, yuv: YuvMatrix | None = None):
