@@ -17,7 +17,6 @@ pipeline would reach on this machine (1.0 where the stages have cores to spare, 
 
 from __future__ import annotations
 
-import os
 import resource
 import statistics
 import tempfile
@@ -30,9 +29,9 @@ import av
 import numpy as np
 
 from streamrain.config import RunOptions
-from streamrain.io.sink import EncodeOptions, VideoSink
+from streamrain.io.sink import VideoSink
 from streamrain.io.source import VideoSource, parse_source
-from streamrain.pipeline.job import derain_file, takes_yuv420
+from streamrain.pipeline.job import derain_file, encode_options, takes_yuv420, usable_cores
 from streamrain.pipeline.runner import layout_of
 from streamrain.runtime.derainer import Derainer
 
@@ -83,10 +82,6 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _decode_all(clip: Path, keep_yuv420: bool = False):
     with VideoSource(parse_source(str(clip)), copy_streams=False) as source:
         t0 = time.perf_counter()
@@ -109,9 +104,8 @@ def _time_derain(derainer, decoded, batch: int) -> float:
     return len(decoded) / (time.perf_counter() - t0)
 
 
-def _time_encode(decoded, info, path: Path, options: RunOptions) -> float:
-    sink = VideoSink(path, EncodeOptions(codec=options.codec, crf=options.crf, preset=options.preset,
-                                         pix_fmt=options.pix_fmt))
+def _time_encode(decoded, info, path: Path, options: RunOptions, derainer) -> float:
+    sink = VideoSink(path, encode_options(options, derainer))  # as the pipeline encodes beside it
     t0 = time.perf_counter()
     sink.start(info)
     for frame in decoded:
@@ -142,7 +136,7 @@ def bench(derainer: Derainer, *, clip: Path | None = None, width: int = 640, hei
             cpu1 = _cpu_s()
             runs["derain"].append(_time_derain(derainer, decoded, options.batch))
             cpu2 = _cpu_s()
-            runs["encode"].append(_time_encode(decoded, info, tmp / "encode-only.mp4", options))
+            runs["encode"].append(_time_encode(decoded, info, tmp / "encode-only.mp4", options, derainer))
             cpu3 = _cpu_s()
             stats = derain_file(str(clip), tmp / "end-to-end.mp4", options=options, derainer=derainer)
             runs["end_to_end"].append(stats.fps)
@@ -152,7 +146,7 @@ def bench(derainer: Derainer, *, clip: Path | None = None, width: int = 640, hei
     fps = {name: statistics.median(values) for name, values in runs.items()}
     cpu = {name: statistics.median(values) for name, values in cpu_ms.items()}
     slowest_fps = min(fps["decode"], fps["derain"], fps["encode"])
-    cores = _usable_cores()
+    cores = usable_cores()
     stages_cpu_s = (cpu["decode"] + cpu["derain"] + cpu["encode"]) / 1000
     cpu_bound_fps = cores / stages_cpu_s if stages_cpu_s > 0 else float("inf")
     return BenchResult(

@@ -169,3 +169,31 @@ def test_overlapping_derainer_gets_the_next_batch_before_it_returns_one(clip, tm
         pairs = zip(a.decode(video=0), b.decode(video=0))
         for original, inverted in pairs:  # every frame came back, in order, as its own negative
             assert_same_colours(255 - original.to_ndarray(format="rgb24"), inverted.to_ndarray(format="rgb24"))
+
+
+def test_encoder_runs_one_thread_beside_a_cpu_derainer_on_few_cores(monkeypatch):
+    import types
+
+    import torch
+
+    from streamrain.pipeline import job
+    cpu, gpu = (types.SimpleNamespace(device=torch.device(kind)) for kind in ("cpu", "cuda"))
+    monkeypatch.setattr(job, "usable_cores", lambda: 2)
+    assert (job.encoder_threads(cpu), job.encoder_threads(gpu), job.encoder_threads(Identity())) == (1, None, None)
+    assert job.encode_options(RunOptions(crf=21), cpu).threads == 1
+    monkeypatch.setattr(job, "usable_cores", lambda: 16)
+    assert job.encoder_threads(cpu) is None
+
+
+def test_sink_encodes_with_the_thread_count_it_is_given(clip, tmp_path):
+    from streamrain.io.sink import EncodeOptions, VideoSink
+    from streamrain.io.source import VideoSource, parse_source
+    src, out = clip("threads.mp4", frames=6, audio=False), tmp_path / "out.mp4"
+    sink = VideoSink(out, EncodeOptions(threads=1))
+    with VideoSource(parse_source(str(src))) as source:
+        sink.start(source.info)
+        for frame in source.items():
+            sink.write(frame)
+        assert sink.video.codec_context.thread_count == 1
+    sink.commit()
+    assert len(probe(out)["video"]["pts_s"]) == 6

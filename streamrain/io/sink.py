@@ -40,6 +40,7 @@ class EncodeOptions:
     preset: str | None = "veryfast"
     pix_fmt: str = "yuv420p"
     copy_audio: bool = True
+    threads: int | None = None  # the encoder's threads; None: the codec's own choice (one per core)
 
 
 _PARTIAL = re.compile(r"^\..*\.streamrain-(\d+)\.partial(\.[^.]+)?$")
@@ -201,6 +202,8 @@ class VideoSink:
             options["preset"] = o.preset
         stream.options = options
         stream.codec_context.thread_type = "AUTO"
+        if o.threads:
+            stream.codec_context.thread_count = o.threads
         self._yuv = pix_fmt.startswith(("yuv", "nv"))
         self._full_range = pix_fmt.startswith("yuvj") or info.colour.color_range == 2
         tags = info.colour

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Callable
@@ -29,6 +30,25 @@ def make_derainer(options: RunOptions, *, live: bool = False) -> Derainer:
                     backend=options.backend, cpu_workers=workers)
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def encoder_threads(derainer) -> int | None:
+    """One encoder thread beside a CPU derainer on a machine of up to 4 cores, else the codec's
+    choice. Why: the model already keeps every core busy, so x264's frame threads only add their
+    own overhead (measured on 2 cores at 640x360: ~0.4 ms less CPU per frame, ~3 % more end-to-end
+    fps over four paired runs); with more cores one thread could fall behind (x264 veryfast does
+    ~30 fps of 1080p on one core), so they keep it."""
+    on_cpu = getattr(getattr(derainer, "device", None), "type", None) == "cpu"
+    return 1 if on_cpu and usable_cores() <= 4 else None
+
+
+def encode_options(options: RunOptions, derainer) -> EncodeOptions:
+    return EncodeOptions(codec=options.codec, crf=options.crf, preset=options.preset, pix_fmt=options.pix_fmt,
+                         copy_audio=options.copy_audio, threads=encoder_threads(derainer))
+
+
 def takes_yuv420(derainer, options: RunOptions, *, image_output: bool = False) -> bool:
     """Whether decoded 4:2:0 frames can go to the model and on to the encoder as they are."""
     return (options.yuv420 and getattr(derainer, "accepts_yuv420", False) and not image_output
@@ -44,9 +64,8 @@ def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = Ru
     spec = parse_source(input_spec)
     if Path(spec.url).exists() and output.exists() and output.resolve() == Path(spec.url).resolve():
         raise OutputError(f"{output}: output would overwrite the input")
-    sink = VideoSink(output, EncodeOptions(codec=options.codec, crf=options.crf, preset=options.preset,
-                                           pix_fmt=options.pix_fmt, copy_audio=options.copy_audio))
     derainer = derainer or make_derainer(options)
+    sink = VideoSink(output, encode_options(options, derainer))
     with VideoSource(spec, copy_streams=not sink.is_image) as source:
         if on_open:
             on_open(source)
