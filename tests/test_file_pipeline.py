@@ -179,7 +179,7 @@ def test_encoder_runs_one_thread_beside_a_cpu_derainer_on_few_cores(monkeypatch)
     from streamrain.pipeline import job
     cpu, gpu = (types.SimpleNamespace(device=torch.device(kind)) for kind in ("cpu", "cuda"))
     monkeypatch.setattr(job, "usable_cores", lambda: 2)
-    assert (job.encoder_threads(cpu), job.encoder_threads(gpu), job.encoder_threads(Identity())) == (1, None, None)
+    assert [job.encoder_threads(d) for d in (cpu, gpu, Identity())] == [1, None, None]
     assert job.encode_options(RunOptions(crf=21), cpu).threads == 1
     monkeypatch.setattr(job, "usable_cores", lambda: 16)
     assert job.encoder_threads(cpu) is None

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from streamrain.archs.srnet import FoldedSRNet, SRNet
 from streamrain.runtime.derainer import Derainer
@@ -73,3 +74,24 @@ def test_cpu_derainer_leaves_the_callers_module_alone(net):
     module = DerainModule(net, name="t", arch="srnet")
     Derainer(module, device="cpu", precision="bf16")
     assert module.net is net and next(net.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 0), (2, 2)])
+def test_frozen_conv_is_conv2d_with_relu_or_a_residual_add(monkeypatch, onednn, stride, padding):
+    from streamrain.archs import frozen_conv
+    monkeypatch.setattr(frozen_conv, "_onednn_takes", lambda dtype: onednn)
+    g = torch.Generator().manual_seed(4)
+    weight, bias = torch.randn(16, 8, 3, 3, generator=g), torch.randn(16, generator=g)
+    conv = frozen_conv.FrozenConv(weight, bias, torch.float32, stride=stride, padding=padding)
+    assert (conv._packed is not None) == onednn
+    for shape in [(2, 8, 20, 28), (1, 8, 37, 64)]:  # other sizes than the one the weights were packed for
+        x = torch.randn(*shape, generator=g).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            expected = F.conv2d(x, weight, bias, stride=stride, padding=padding)
+            acc = torch.randn(expected.shape, generator=g).contiguous(memory_format=torch.channels_last)
+            summed = acc + expected
+            assert torch.allclose(conv(x), expected, atol=1e-4)
+            assert torch.allclose(conv(x, relu=True), expected.relu(), atol=1e-4)
+            result = conv.add_to_(acc, x)
+            assert result.data_ptr() == acc.data_ptr() and torch.allclose(acc, summed, atol=1e-4)

@@ -6,9 +6,10 @@ the weights are reordered once, and the ReLU or the add runs as a post-op of the
 (``torch.ops.mkldnn._convolution_pointwise``, the ops torch.compile's CPU backend emits). Measured
 on this project's 2-core CPU: SRNet's trunk at 640x360 in bf16 ~12 % faster than the eager form.
 
-The bias of a plain or ReLU convolution stays in float32 on that path: oneDNN adds it to the float32 accumulator before rounding,
-so a large bias that cancels most of the sum (as folding an input offset into it makes) keeps its
-precision. Without oneDNN (or bf16 support in it), the same module falls back to ``F.conv2d``.
+The bias of a plain or ReLU convolution stays in float32 on that path: oneDNN adds it to the
+float32 accumulator before rounding, so a large bias that cancels most of the sum (as folding an
+input offset into it makes) keeps its precision. Without oneDNN (or bf16 support in it), the same
+module falls back to ``F.conv2d`` and its bias is rounded to ``dtype``.
 """
 
 from __future__ import annotations
