@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from streamrain.config import RunOptions
-from streamrain.errors import ConfigError, StreamrainError
+from streamrain.errors import ConfigError, ModelError, StreamrainError
 from streamrain.io.sink import remove_if_stale
 from streamrain.pipeline.job import derain_file
 
@@ -92,6 +92,19 @@ def discover(in_dir: Path, options: BatchOptions, *, skip: Path | None = None) -
         if _matches(rel, options.include) and not _matches(rel, options.exclude):
             found.append(Path(rel))
     return found
+
+
+def weights_id(derainer, run: RunOptions) -> str:
+    """``NAME@DIGEST`` of the model's weight file: new weights under an old name (a training run
+    resumed to its end, an import over an old one) re-do the files done with the old weights."""
+    from streamrain.zoo import resolve
+    try:
+        entry = resolve(derainer.name if derainer is not None else run.model)
+    except ModelError:
+        if derainer is None:
+            raise
+        return derainer.name  # a derainer that is no catalogued model (custom code, tests)
+    return f"{entry.name}@{hashlib.sha256(entry.weights.read_bytes()).hexdigest()[:12]}"
 
 
 def settings_hash(model_id: str, run: RunOptions, batch: BatchOptions) -> str:
@@ -186,8 +199,7 @@ def run_batch(in_dir: Path, out_dir: Path, *, run: RunOptions = RunOptions(),
     if derainer is None and ray_address is None:
         from streamrain.pipeline.job import make_derainer
         derainer = make_derainer(run)  # loaded once for every file
-    from streamrain.zoo import resolve
-    model_id = derainer.name if derainer is not None else resolve(run.model).name
+    model_id = weights_id(derainer, run)
     settings = settings_hash(model_id, run, options)
     ledger = Ledger(out_dir / LEDGER_NAME)
     inside = out_dir.resolve() if in_dir.resolve() in out_dir.resolve().parents else None

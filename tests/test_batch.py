@@ -83,6 +83,25 @@ def test_rerun_skips_finished_files_without_inference(dashcam, tmp_path):
     assert fourth.frames == 20
 
 
+def test_new_weights_under_the_same_name_redo_the_files(tmp_path, monkeypatch):
+    import shutil
+
+    from streamrain.zoo import BUNDLED_DIR
+    models = tmp_path / "home" / "models"
+    models.mkdir(parents=True)
+    monkeypatch.setenv("STREAMRAIN_HOME", str(tmp_path / "home"))
+    clips, out = tmp_path / "in", tmp_path / "out"
+    clips.mkdir()
+    make_clip(clips / "a.mp4", frames=4, audio=False)
+    run = RunOptions(model="mine")
+    shutil.copy(BUNDLED_DIR / "srnet-v1.safetensors", models / "mine.safetensors")
+    assert run_batch(clips, out, run=run).count("ok") == 1
+    assert run_batch(clips, out, run=run).count("skipped") == 1
+    shutil.copy(BUNDLED_DIR / "srnet-v2.safetensors", models / "mine.safetensors")  # retrained
+    assert run_batch(clips, out, run=run).count("ok") == 1
+    assert ledger_lines(out)[-1]["model"].startswith("mine@")
+
+
 def test_jobs_and_suffix(dashcam, tmp_path):
     out = tmp_path / "out"
     summary = run_batch(dashcam, out, options=BatchOptions(jobs=2, suffix=".mkv", exclude=("B002*",)))
