@@ -180,7 +180,8 @@ def test_encoder_runs_one_thread_beside_a_cpu_derainer_on_few_cores(monkeypatch)
     cpu, gpu = (types.SimpleNamespace(device=torch.device(kind)) for kind in ("cpu", "cuda"))
     monkeypatch.setattr(job, "usable_cores", lambda: 2)
     assert [job.encoder_threads(d) for d in (cpu, gpu, Identity())] == [1, None, None]
-    assert job.encode_options(RunOptions(crf=21), cpu).threads == 1
+    chosen = job.encode_options(RunOptions(crf=21, preset="faster"), cpu)
+    assert (chosen.threads, chosen.crf, chosen.preset) == (1, 21, "faster")
     monkeypatch.setattr(job, "usable_cores", lambda: 16)
     assert job.encoder_threads(cpu) is None
 
