@@ -102,6 +102,8 @@ class _FrozenTrunk(nn.Module):
     def _up_bias_picture(self, height: int, width: int) -> torch.Tensor:
         picture = self._up_bias_pictures.get((height, width))
         if picture is None:
+            if len(self._up_bias_pictures) >= 8:  # a folder of many sizes: keep memory bounded
+                self._up_bias_pictures.clear()
             picture = self.up_bias_taps.repeat(1, height // 2, width // 2)[None]
             picture = self._up_bias_pictures[height, width] = picture.contiguous(
                 memory_format=torch.channels_last)
