@@ -34,7 +34,7 @@ class FrozenConv(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype, *,
                  stride: int = 1, padding: int = 0):
         super().__init__()
-        self.dtype, self.stride, self.padding = dtype, stride, padding
+        self.stride, self.padding = stride, padding
         weight = weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias.detach().to(dtype), requires_grad=False)
