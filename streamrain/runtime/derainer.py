@@ -146,12 +146,15 @@ class Derainer:
     @property
     def max_in_flight(self) -> int:
         """Batches that may be submitted before the first is collected: 2 on CUDA, where one batch's
-        transfers overlap another's compute; on the CPU one more than ``cpu_workers``, so that a
-        worker that finishes takes the waiting batch at once instead of idling until the pipeline
-        thread (which shares the cores with decode and encode) is scheduled to submit the next one
-        (measured: ~3 % more end-to-end fps at 640x360 on 2 cores)."""
+        transfers overlap another's compute; on the CPU two per worker, so that a worker that
+        finishes takes a waiting batch at once instead of idling until the pipeline thread (which
+        shares the cores with decode and encode) collects and submits. One waiting batch in all was
+        not enough: when a worker finished its batch before the oldest one (collected first)
+        finished, it took the only waiting batch and the other worker then found none. Measured
+        with a worker timeline at 640x360 on 2 cores (1,000 frames): workers idle between batches
+        for 130-190 ms per run with one waiting batch, 20-25 ms with one per worker."""
         if self._pool is not None:
-            return self._cpu_workers + 1
+            return 2 * self._cpu_workers
         return getattr(self._run, "slots", 1)
 
     def submit(self, rgb_u8_bhwc: np.ndarray, *, yuv: YuvMatrix | None = None):
