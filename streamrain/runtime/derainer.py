@@ -148,11 +148,11 @@ class Derainer:
         """Batches that may be submitted before the first is collected: 2 on CUDA, where one batch's
         transfers overlap another's compute; on the CPU two per worker, so that a worker that
         finishes takes a waiting batch at once instead of idling until the pipeline thread (which
-        shares the cores with decode and encode) collects and submits. One waiting batch in all was
-        not enough: when a worker finished its batch before the oldest one (collected first)
-        finished, it took the only waiting batch and the other worker then found none. Measured
-        with a worker timeline at 640x360 on 2 cores (1,000 frames): workers idle between batches
-        for 130-190 ms per run with one waiting batch, 20-25 ms with one per worker."""
+        shares the cores with decode and encode) collects and submits. With one waiting batch in
+        all, a worker that finished before the oldest batch (collected first) took it, and the
+        other worker then found none. Measured with a worker timeline at 640x360 on 2 cores
+        (1,000 frames): workers idle between batches 130-190 ms per run with one waiting batch,
+        20-25 ms with one per worker."""
         if self._pool is not None:
             return 2 * self._cpu_workers
         return getattr(self._run, "slots", 1)
