@@ -324,7 +324,7 @@ def _cmd_synth(argv: list[str]) -> int:
     p.add_argument("recipe", type=Path, help="training recipe whose [rain] and [data] to use")
     p.add_argument("--out", type=Path, default=Path("rain-contact-sheet.png"))
     p.add_argument("--count", type=int, default=8)
-    p.add_argument("--real", type=Path, help="folder of real rainy images to show in the last row")
+    p.add_argument("--real", type=Path, help="folder of real rainy photos: a crop of one beside each row")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     from streamrain.train.contact import contact_sheet, save_png

@@ -164,7 +164,7 @@ def test_synth_contact_sheet(tiny_recipe, tmp_path, capsys):
                  "--real", str(tiny_recipe.data.clean_dirs[0])]) == 0
     with av.open(str(sheet)) as c:
         frame = next(c.decode(video=0))
-    assert (frame.width, frame.height) == (4 * 192, 3 * 192)  # 2 pairs per row; 2 rows + real row
+    assert (frame.width, frame.height) == (3 * 192, 4 * 192)  # a row per sample: clean | rainy | real
 
 
 def test_fine_tuning_starts_from_shipped_weights(tiny_recipe, tmp_path):

@@ -1,7 +1,8 @@
 """A contact sheet of synthetic rain, so a person can judge it next to real rain.
 
-Rows of (clean | synthetic rainy) crops drawn from a recipe's rain parameters, optionally followed
-by crops of real rainy images (e.g. Rain100L) for comparison. Written as PNG with PyAV.
+Rows of (clean | synthetic rainy) crops drawn from a recipe's rain, and, given a folder of real rainy
+photos, a third column of crops of those at a comparable scale, so synthetic and real rain sit side
+by side. Written as PNG with PyAV.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import av
 import torch
+import torch.nn.functional as F
 
-from streamrain.train.data import list_media, read_image
-from streamrain.train.synth import RainParams, add_rain
+from streamrain.train.data import IMAGE_SUFFIXES, list_media, read_image
+from streamrain.train.synth import RainMix, RainParams, add_rain
 
 
 def _crop(image: torch.Tensor, side: int, gen: torch.Generator) -> torch.Tensor:
@@ -25,26 +27,39 @@ def _crop(image: torch.Tensor, side: int, gen: torch.Generator) -> torch.Tensor:
     return tile
 
 
-def contact_sheet(clean_dirs: list[Path], rain: RainParams, *, count: int = 8, tile: int = 192,
+def _real_tile(path: Path, tile: int, gen: torch.Generator) -> torch.Tensor:
+    """A crop of a real photo shrunk so that its short side is twice the tile: a view about as
+    wide as a training patch, whatever the photo's resolution, so streaks show at their scale."""
+    image = read_image(path)
+    _, h, w = image.shape
+    scale = min(1.0, 2 * tile / min(h, w))
+    if scale < 1.0:
+        size = (max(tile, round(h * scale)), max(tile, round(w * scale)))
+        image = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True,
+                              align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+    return _crop(image, tile, gen)
+
+
+def contact_sheet(clean_dirs: list[Path], rain: RainParams | RainMix, *, count: int = 8, tile: int = 192,
                   real_dir: Path | None = None, seed: int = 0) -> torch.Tensor:
-    """uint8 (3, H, W): ``count`` rows of clean | rainy, then a row of real rainy crops if given."""
+    """uint8 (3, H, W): ``count`` rows of clean | rainy, with a crop of a real rainy photo beside each
+    row when ``real_dir`` is given."""
     gen = torch.Generator().manual_seed(seed)
-    files = [p for p in list_media(clean_dirs) if p.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov")]
+    files = [p for p in list_media(clean_dirs) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise ValueError(f"no clean images under {[str(d) for d in clean_dirs]}")
     picks = torch.randperm(len(files), generator=gen)[:count].tolist()
     clean = torch.stack([_crop(read_image(files[i], max_side=4 * tile), tile, gen) for i in picks])
     rainy = (add_rain(clean.float() / 255, rain, gen) * 255).round().to(torch.uint8)
-    rows = [torch.cat([c, r], dim=2) for c, r in zip(clean, rainy)]
+    columns = [clean, rainy]
     if real_dir is not None:
-        real = sorted(p for p in Path(real_dir).iterdir() if p.is_file())[:2]
-        rows.append(torch.cat([_crop(read_image(p), tile, gen) for p in real] +
-                              [torch.zeros(3, tile, tile * max(0, 2 - len(real)), dtype=torch.uint8)], dim=2))
-    columns = 2
-    grid_rows = [torch.cat(rows[i:i + columns], dim=2) if len(rows[i:i + columns]) == columns
-                 else torch.cat(rows[i:i + columns] + [torch.zeros_like(rows[0])], dim=2)
-                 for i in range(0, len(rows), columns)]
-    return torch.cat(grid_rows, dim=1)
+        real = [p for p in sorted(Path(real_dir).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not real:
+            raise ValueError(f"no images under {real_dir}")
+        order = torch.randperm(len(real), generator=gen).tolist()
+        columns.append(torch.stack([_real_tile(real[order[i % len(real)]], tile, gen)
+                                    for i in range(len(picks))]))
+    return torch.cat([torch.cat(list(row), dim=2) for row in zip(*columns)], dim=1)
 
 
 def save_png(image_chw: torch.Tensor, path: Path) -> None:

@@ -14,7 +14,7 @@ import av
 import torch
 import torch.nn.functional as F
 
-from streamrain.train.synth import RainParams, add_rain
+from streamrain.train.synth import RainMix, RainParams, add_rain
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def random_crop(pool: list[torch.Tensor], patch: int, scale: tuple[float, float]
 class SyntheticPairs:
     """Draws batches of (rainy, clean) float patches, deterministic for a given generator state."""
 
-    def __init__(self, pool: list[torch.Tensor], *, patch: int, rain: RainParams,
+    def __init__(self, pool: list[torch.Tensor], *, patch: int, rain: RainParams | RainMix,
                  scale: tuple[float, float] = (0.5, 1.0)):
         self.pool = pool
         self.patch = patch

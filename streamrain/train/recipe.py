@@ -8,7 +8,7 @@ from pathlib import Path
 
 from streamrain.archs import ARCHS
 from streamrain.train.losses import LOSSES
-from streamrain.train.synth import RainParams
+from streamrain.train.synth import RainMix, RainParams, rain_from_dict
 
 
 class RecipeError(ValueError):
@@ -61,7 +61,7 @@ class Recipe:
     arch: str
     arch_args: dict
     data: DataSection
-    rain: RainParams
+    rain: RainParams | RainMix
     optim: OptimSection
     loss: dict[str, float]
     train: TrainSection
@@ -106,7 +106,7 @@ def load_recipe(path: Path) -> Recipe:
     if unknown_loss:
         raise RecipeError(f"{path}: unknown loss term(s) {unknown_loss}; allowed: {sorted(LOSSES)}")
     try:
-        rain = RainParams.from_dict(raw.get("rain", {}))
+        rain = rain_from_dict(raw.get("rain", {}))
     except ValueError as exc:
         raise RecipeError(f"{path}: [rain] {exc}") from exc
     return Recipe(
