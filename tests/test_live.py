@@ -19,7 +19,7 @@ import pytest
 from conftest import probe
 from streamrain.config import build_options
 from streamrain.errors import ConfigError, InputError
-from streamrain.pipeline.live import (LIVE_RUN_DEFAULTS, LiveOptions, LiveSession, backoff_delays,
+from streamrain.live.session import (LIVE_RUN_DEFAULTS, LiveOptions, LiveSession, backoff_delays,
                                       build_live_options, camera_options, live_spec)
 from streamrain.pipeline.stats import LatencyStats
 from streamrain.zoo import DEFAULT_MODEL

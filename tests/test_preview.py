@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import probe
-from streamrain.pipeline.live import LiveOptions, LiveSession
-from streamrain.preview import WindowError, opencv_available
+from streamrain.live.session import LiveOptions, LiveSession
+from streamrain.live.window import WindowError, opencv_available
 
 LAVFI = "lavfi:testsrc2=size=160x96:rate=25,realtime"
 SCREEN_W, SCREEN_H = 1024, 600

@@ -508,7 +508,7 @@ class LiveSession:
         latency = LatencyStats(until="shown" if self.window else "output")
         window = None
         if self.window:
-            from streamrain.preview import PreviewWindow
+            from streamrain.live.window import PreviewWindow
 
             window = PreviewWindow(title=self.window_title, snapshot_dir=record_dir,
                                    on_event=lambda event: self._on_window_event(event, latency))
