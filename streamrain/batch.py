@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 from streamrain.config import RunOptions
-from streamrain.errors import ConfigError, ModelError, StreamrainError
+from streamrain.batch_file import FileResult, output_for, process_file
+from streamrain.errors import ConfigError, ModelError
 from streamrain.io.sink import remove_if_stale
-from streamrain.pipeline.job import derain_file
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +41,6 @@ class BatchOptions:
     # Measured (benchmarks/batch_throughput.py, 20 clips of 2 s at 640x360, 2-core CPU): 1 job
     # 1,775 files/h, 2 jobs 2,241 files/h: a second file hides the first's open/flush/close gaps.
     jobs: int = 2
-
-
-@dataclass
-class FileResult:
-    input: str
-    size: int
-    mtime: float
-    model: str
-    settings: str
-    status: str  # "ok" | "failed" | "skipped"
-    frames: int = 0
-    seconds: float = 0.0
-    reason: str = ""
-    output: str = ""
 
 
 @dataclass
@@ -149,36 +135,6 @@ class Ledger:
 def sweep_partials(out_dir: Path) -> int:
     """Remove temporary outputs under ``out_dir`` left by runs that were killed."""
     return sum(remove_if_stale(path) for path in out_dir.rglob(".*.partial*"))
-
-
-def output_for(rel: Path, out_dir: Path, suffix: str | None) -> Path:
-    return out_dir / (rel.with_suffix(suffix) if suffix else rel)
-
-
-def process_file(in_dir: Path, out_dir: Path, rel: Path, *, run: RunOptions, suffix: str | None, derainer,
-                 model_id: str, settings: str, on_frames: Callable[[int], None] | None = None,
-                 stop_event: threading.Event | None = None) -> FileResult:
-    """Derain one file of the batch into its mirrored place; a failure becomes a 'failed' result."""
-    src = in_dir / rel
-    stat = src.stat()
-    target = output_for(rel, out_dir, suffix)
-    base = dict(input=rel.as_posix(), size=stat.st_size, mtime=stat.st_mtime, model=model_id, settings=settings)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    reported = [0]
-
-    def progress(stats):
-        if on_frames and stats.frames_out > reported[0]:
-            on_frames(stats.frames_out - reported[0])
-            reported[0] = stats.frames_out
-
-    t0 = time.monotonic()
-    try:
-        stats = derain_file(str(src), target, options=run, derainer=derainer, progress=progress,
-                            stop_event=stop_event)
-    except StreamrainError as exc:
-        return FileResult(**base, status="failed", reason=str(exc), seconds=round(time.monotonic() - t0, 3))
-    return FileResult(**base, status="ok", frames=stats.frames_out, seconds=round(time.monotonic() - t0, 3),
-                      output=target.relative_to(out_dir).as_posix())
 
 
 def run_batch(in_dir: Path, out_dir: Path, *, run: RunOptions = RunOptions(),

@@ -1,6 +1,7 @@
 """Batch work spread over a Ray cluster: one actor per GPU (or per group of CPU cores), each loading
-the model once and running whole files through the same single-file pipeline into the shared
-OUT_DIR. The driver gathers the results into the same ledger as a local run.
+the model once and running whole files through the same per-file job as a local run
+(``streamrain.batch_file``) into the shared OUT_DIR. The driver gathers the results into the same
+ledger as a local run.
 
 Ray is the optional ``cluster`` extra and is imported only here.
 """
@@ -8,9 +9,11 @@ Ray is the optional ``cluster`` extra and is imported only here.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
+from streamrain.batch_file import FileResult, process_file
 from streamrain.config import RunOptions
 from streamrain.errors import ConfigError
 
@@ -29,9 +32,6 @@ class FileWorker:
         self.derainer = make_derainer(run)
 
     def process(self, in_dir: str, out_dir: str, rel: str, common: dict) -> dict:
-        from dataclasses import asdict
-
-        from streamrain.batch import process_file
         result = process_file(Path(in_dir), Path(out_dir), Path(rel), derainer=self.derainer, **common)
         return asdict(result)
 
@@ -53,7 +53,6 @@ def process_on_ray(address: str, in_dir: Path, out_dir: Path, todo: list[Path], 
         from ray.util import ActorPool
     except ImportError as exc:
         raise ConfigError("--ray needs Ray: pip install 'streamrain[cluster]'") from exc
-    from streamrain.batch import FileResult
 
     if not todo:
         return

@@ -435,7 +435,8 @@ def _cmd_preview(argv: list[str]) -> int:
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
     from streamrain.pipeline.job import make_derainer
-    from streamrain.pipeline.live import LiveSession, build_live_options
+    from streamrain.live.options import build_live_options
+    from streamrain.live.session import LiveSession
 
     run, live = build_live_options(
         args.pipeline,

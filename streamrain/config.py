@@ -50,7 +50,7 @@ class RunOptions:
 
 
 # Tables that one command reads for itself and RunOptions skips: [live] is `streamrain preview`'s
-# (streamrain.pipeline.live), so one preset file can hold both.
+# (streamrain.live), so one preset file can hold both.
 COMMAND_TABLES = ("live",)
 
 

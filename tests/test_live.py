@@ -19,8 +19,10 @@ import pytest
 from conftest import probe
 from streamrain.config import build_options
 from streamrain.errors import ConfigError, InputError
-from streamrain.pipeline.live import (LIVE_RUN_DEFAULTS, LiveOptions, LiveSession, backoff_delays,
-                                      build_live_options, camera_options, live_spec)
+from streamrain.live.capture import camera_options, live_spec
+from streamrain.live.options import LIVE_RUN_DEFAULTS, LiveOptions, build_live_options
+from streamrain.live.session import LiveSession
+from streamrain.live.source import backoff_delays
 from streamrain.pipeline.stats import LatencyStats
 from streamrain.zoo import DEFAULT_MODEL
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 
@@ -18,8 +19,10 @@ import numpy as np
 import pytest
 
 from conftest import probe
-from streamrain.pipeline.live import LiveOptions, LiveSession
-from streamrain.preview import WindowError, opencv_available
+from streamrain.live.options import LiveOptions
+from streamrain.live.session import LiveSession
+from streamrain.live import window
+from streamrain.live.window import WindowError, opencv_available
 
 LAVFI = "lavfi:testsrc2=size=160x96:rate=25,realtime"
 SCREEN_W, SCREEN_H = 1024, 600
@@ -255,3 +258,12 @@ def test_window_process_that_cannot_connect_is_reported_not_fatal(monkeypatch):
     session = LiveSession(LAVFI, derainer=identity, options=LiveOptions(duration_s=1), window=True)
     with pytest.raises(WindowError, match="window process ended.*--no-window"):
         session.run()
+
+
+@pytest.mark.skipif(not opencv_available(), reason="opencv-python is not installed")
+def test_the_window_process_script_starts_from_where_the_handle_looks():
+    # Runs without a display: a wrong path would otherwise only show as "the window process ended".
+    done = subprocess.run([sys.executable, "-P", str(window._CHILD), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--snapshot-dir" in done.stdout

@@ -1,7 +1,7 @@
 """The live preview window: rainy | derained side by side (or a draggable split), with fps, latency
 and dropped frames drawn over it.
 
-The window lives in its own process (``streamrain/_window.py``, OpenCV only) and this module is the
+The window lives in its own process (``streamrain/live/_window_process.py``, OpenCV only) and this module is the
 handle the live session holds. A separate process, rather than a window made in this one, because:
 
 * opencv-python's window freezes when PyAV was imported before the first ``imshow`` (two FFmpeg
@@ -36,7 +36,7 @@ from streamrain.errors import OutputError
 
 log = logging.getLogger(__name__)
 
-_CHILD = Path(__file__).resolve().with_name("_window.py")
+_CHILD = Path(__file__).resolve().with_name("_window_process.py")
 NO_WINDOW_HINT = "run with --no-window (and --output FILE or URL) where there is no display"
 
 
@@ -98,7 +98,7 @@ class PreviewWindow:
         if not self.snapshot_dir.is_dir():
             raise WindowError(f"snapshot folder {self.snapshot_dir} does not exist")
         self._stderr = tempfile.TemporaryFile()
-        # -P: the script's folder (streamrain/) stays off sys.path, so nothing of the package loads.
+        # -P: the script's folder (streamrain/live/) stays off sys.path, so nothing of the package loads.
         self._proc = subprocess.Popen(
             [sys.executable, "-P", str(_CHILD), "--title", self.title, "--snapshot-dir", str(self.snapshot_dir)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)

@@ -1,6 +1,6 @@
 """The preview window's own process: OpenCV and numpy only, run as a script, never imported.
 
-``streamrain.preview`` starts this file with ``python -P`` (no script folder on sys.path), so the
+``streamrain.live.window`` starts this file with ``python -P`` (no script folder on sys.path), so the
 ``streamrain`` package, and with it PyAV, is never imported here: with PyAV loaded before the
 first ``imshow`` the opencv-python window freezes (two FFmpeg copies in one process; PyAV #978,
 opencv #29195; reproduced here with opencv-python 5.0.0 and av 18.1).
