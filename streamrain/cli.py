@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -227,6 +228,8 @@ def _cmd_train(argv: list[str]) -> int:
     p.add_argument("recipe", type=Path)
     p.add_argument("--run-dir", type=Path, help="checkpoints and logs (default runs/NAME)")
     p.add_argument("--steps", type=int, help="stop after this many steps in total (default: the recipe's)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads (default: the recipe's); 1 shares a busy machine far better")
     p.add_argument("--export", type=Path, metavar="PATH",
                    help="write the latest checkpoint's weights to PATH (.safetensors) and exit; no training")
     p.add_argument("-v", "--verbose", action="count", default=1)
@@ -236,6 +239,10 @@ def _cmd_train(argv: list[str]) -> int:
     from streamrain.train.trainer import Trainer, export_checkpoint
 
     recipe = load_recipe(args.recipe)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        recipe = replace(recipe, train=replace(recipe.train, threads=args.threads))
     run_dir = args.run_dir or Path("runs") / recipe.name
     if args.export:
         try:
@@ -325,15 +332,23 @@ def _cmd_synth(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=Path("rain-contact-sheet.png"))
     p.add_argument("--count", type=int, default=8)
     p.add_argument("--real", type=Path, help="folder of real rainy photos: a crop of one beside each row")
+    p.add_argument("--frames", type=int, metavar="N",
+                   help="instead: a strip of N consecutive frames of rain over clips per row (video rain)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    from streamrain.train.contact import contact_sheet, save_png
+    from streamrain.train.contact import contact_sheet, save_png, sequence_strip
     from streamrain.train.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
+    if args.frames is not None and args.frames < 2:
+        raise ConfigError(f"--frames must be >= 2, got {args.frames}")
     try:
-        sheet = contact_sheet(list(recipe.data.clean_dirs), recipe.rain, count=args.count, real_dir=args.real,
-                              seed=args.seed)
+        if args.frames:
+            sheet = sequence_strip(list(recipe.data.clean_dirs), recipe.rain, frames=args.frames,
+                                   count=args.count, seed=args.seed)
+        else:
+            sheet = contact_sheet(list(recipe.data.clean_dirs), recipe.rain, count=args.count,
+                                  real_dir=args.real, seed=args.seed)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     save_png(sheet, args.out)

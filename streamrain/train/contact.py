@@ -13,8 +13,10 @@ import av
 import torch
 import torch.nn.functional as F
 
-from streamrain.train.data import IMAGE_SUFFIXES, list_media, read_image
+from streamrain.train.clips import camera_path, clip_patch, read_clip
+from streamrain.train.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_media, read_image
 from streamrain.train.synth import RainMix, RainParams, add_rain
+from streamrain.train.video_rain import add_rain_to_clip
 
 
 def _crop(image: torch.Tensor, side: int, gen: torch.Generator) -> torch.Tensor:
@@ -60,6 +62,31 @@ def contact_sheet(clean_dirs: list[Path], rain: RainParams | RainMix, *, count: 
         columns.append(torch.stack([_real_tile(real[order[i % len(real)]], tile, gen)
                                     for i in range(len(picks))]))
     return torch.cat([torch.cat(list(row), dim=2) for row in zip(*columns)], dim=1)
+
+
+def sequence_strip(clean_dirs: list[Path], rain: RainParams | RainMix, *, frames: int = 6, count: int = 4,
+                   tile: int = 192, seed: int = 0) -> torch.Tensor:
+    """uint8 (3, H, W): ``count`` rows of ``frames`` consecutive synthetic rainy frames, the clean first
+    frame leading each row; rows alternate between real clips (the videos under ``clean_dirs``) and
+    photos moved along a random camera path."""
+    gen = torch.Generator().manual_seed(seed)
+    media = list_media(clean_dirs)
+    photos = [p for p in media if p.suffix.lower() in IMAGE_SUFFIXES]
+    videos = [p for p in media if p.suffix.lower() in VIDEO_SUFFIXES]
+    if not photos and not videos:
+        raise ValueError(f"no clean images or clips under {[str(d) for d in clean_dirs]}")
+    rows = []
+    for i in range(count):
+        if videos and (i % 2 == 0 or not photos):
+            path = videos[int(torch.randint(len(videos), (1,), generator=gen))]
+            clean = clip_patch(read_clip(path, max_side=4 * tile, max_frames=4 * frames), frames, tile, gen)
+        else:
+            path = photos[int(torch.randint(len(photos), (1,), generator=gen))]
+            clean = camera_path(read_image(path, max_side=4 * tile), frames, tile, gen)
+        rainy = add_rain_to_clip(clean, rain, gen)
+        row = torch.cat([clean[:1], rainy]).mul(255).round().to(torch.uint8)
+        rows.append(torch.cat(list(row), dim=2))
+    return torch.cat(rows, dim=1)
 
 
 def save_png(image_chw: torch.Tensor, path: Path) -> None:

@@ -125,12 +125,12 @@ def rain_from_dict(values: dict) -> RainParams | RainMix:
     return RainMix.from_dict(values) if tables else RainParams.from_dict(values)
 
 
-def _uniform(n: int, bounds: Range, gen: torch.Generator) -> torch.Tensor:
+def uniform(n: int, bounds: Range, gen: torch.Generator) -> torch.Tensor:
     lo, hi = bounds
     return lo + (hi - lo) * torch.rand(n, generator=gen)
 
 
-def _chance(n: int, probability: float, gen: torch.Generator) -> torch.Tensor:
+def chance(n: int, probability: float, gen: torch.Generator) -> torch.Tensor:
     """(n,) float mask: 1 for the samples that get a component drawn with ``probability``."""
     return (torch.rand(n, generator=gen) < probability).float()
 
@@ -170,7 +170,7 @@ def _blur(x: torch.Tensor, sigma_y: torch.Tensor, sigma_x: torch.Tensor) -> torc
     return _per_sample_conv(x, _gaussian_taps(sigma_x, rx, peak_one=False)[:, None, None, :], (0, rx))
 
 
-def _rotate_crop(canvas: torch.Tensor, angles_rad: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def rotate_crop(canvas: torch.Tensor, angles_rad: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The centre ``height x width`` of each square canvas, rotated by its angle (bilinear)."""
     n, _, side, _ = canvas.shape
     cos, sin = torch.cos(angles_rad), torch.sin(angles_rad)
@@ -179,6 +179,32 @@ def _rotate_crop(canvas: torch.Tensor, angles_rad: torch.Tensor, height: int, wi
     theta[:, 1, 0], theta[:, 1, 1] = sin * width / side, cos * height / side
     grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
     return F.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _streak_ranges(params: RainParams, near: bool) -> tuple[Range, Range, Range, Range]:
+    """(density, length, width, brightness) ranges of a far/mid layer, or of the near layer."""
+    if near:
+        return params.near_density, params.near_length_px, params.near_width_sigma_px, params.near_brightness
+    return params.density, params.length_px, params.width_sigma_px, params.brightness
+
+
+def vertical_streaks(n: int, rows: int, cols: int, density: torch.Tensor, length_range: Range,
+                     width_range: Range, gen: torch.Generator) -> torch.Tensor:
+    """(n, 1, rows, cols) vertical streaks: seeds (``density`` (n,) or per row (n, rows)), widened
+    across, smeared along the fall by a tapered kernel of a per-sample length."""
+    p = density[:, None, :, None] if density.dim() == 2 else density[:, None, None, None]
+    seeds = (torch.rand(n, 1, rows, cols, generator=gen) < p).float()
+    seeds = seeds * torch.rand(n, 1, rows, cols, generator=gen)  # each drop its own brightness
+    seeds = _across_blur(seeds, uniform(n, width_range, gen))
+    size = int(math.ceil(length_range[1])) | 1
+    kernels = _taper_kernels(uniform(n, length_range, gen), size)
+    return _per_sample_conv(seeds, kernels, (size // 2, 0))
+
+
+def defocus(streaks: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
+    """A near layer out of focus by ``sigma_px`` (n,): spread by the blur but kept as visible (wide,
+    not faint)."""
+    return _blur(streaks, sigma_px, sigma_px) * (1 + sigma_px)[:, None, None, None]
 
 
 def streak_layer(
@@ -191,46 +217,38 @@ def streak_layer(
     Streaks are drawn vertically on a square canvas large enough for any rotation (a 1-D smear costs
     far less than a 2-D line kernel), then the canvas is rotated to the fall angle and cropped.
     """
-    if near:
-        density_r, length_r, width_r, bright_r = (params.near_density, params.near_length_px,
-                                                  params.near_width_sigma_px, params.near_brightness)
-    else:
-        density_r, length_r, width_r, bright_r = (params.density, params.length_px,
-                                                  params.width_sigma_px, params.brightness)
-    side = math.ceil(math.hypot(height, width)) + 2
-    density = _uniform(n, density_r, gen)
-    seeds = (torch.rand(n, 1, side, side, generator=gen) < density[:, None, None, None]).float()
-    seeds = seeds * torch.rand(n, 1, side, side, generator=gen)  # each drop its own brightness
-    seeds = _across_blur(seeds, _uniform(n, width_r, gen))
-    size = int(math.ceil(length_r[1])) | 1
-    kernels = _taper_kernels(_uniform(n, length_r, gen), size)
-    streaks = _per_sample_conv(seeds, kernels, (size // 2, 0))
+    density_r, length_r, width_r, bright_r = _streak_ranges(params, near)
+    side = canvas_side(height, width)
+    streaks = vertical_streaks(n, side, side, uniform(n, density_r, gen), length_r, width_r, gen)
     if angles_rad is None:
-        angles_rad = torch.deg2rad(_uniform(n, params.angle_deg, gen))
-    streaks = _rotate_crop(streaks, angles_rad, height, width)
+        angles_rad = torch.deg2rad(uniform(n, params.angle_deg, gen))
+    streaks = rotate_crop(streaks, angles_rad, height, width)
     if near:
-        defocus = _uniform(n, params.near_blur_px, gen)
-        # Spread by the defocus but kept as visible: a blurred near streak is wide, not faint.
-        streaks = _blur(streaks, defocus, defocus) * (1 + defocus)[:, None, None, None]
-    return streaks * _uniform(n, bright_r, gen)[:, None, None, None]
+        streaks = defocus(streaks, uniform(n, params.near_blur_px, gen))
+    return streaks * uniform(n, bright_r, gen)[:, None, None, None]
 
 
-def _layer_angles(n: int, layers: int, params: RainParams, gen: torch.Generator) -> list[torch.Tensor]:
+def canvas_side(height: int, width: int) -> int:
+    """The side of a square canvas that covers a ``height x width`` frame at any rotation."""
+    return math.ceil(math.hypot(height, width)) + 2
+
+
+def layer_angles(n: int, layers: int, params: RainParams, gen: torch.Generator) -> list[torch.Tensor]:
     """Each layer's fall angle (radians, (n,)): near the sample's direction, or its own where the
     sample has rain from several directions."""
-    base = _uniform(n, params.angle_deg, gen)
-    several = _chance(n, params.multi_direction_probability, gen)
+    base = uniform(n, params.angle_deg, gen)
+    several = chance(n, params.multi_direction_probability, gen)
     angles = []
     for layer in range(layers):
-        jitter = _uniform(n, (-params.direction_jitter_deg, params.direction_jitter_deg), gen) if layer \
+        jitter = uniform(n, (-params.direction_jitter_deg, params.direction_jitter_deg), gen) if layer \
             else torch.zeros(n)
         spread = params.multi_direction_spread_deg
-        own = _uniform(n, (-spread, spread), gen) if layer else torch.zeros(n)
+        own = uniform(n, (-spread, spread), gen) if layer else torch.zeros(n)
         angles.append(torch.deg2rad(base + several * own + (1 - several) * jitter))
     return angles
 
 
-def _scene_light(clean: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+def scene_light(clean: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) colour of the streaks: white, or (``amount`` -> 1) the scene's light around
     them, since a drop refracts what surrounds it - bluish in a street at dusk, grey under clouds."""
     h, w = clean.shape[-2:]
@@ -242,7 +260,7 @@ def _scene_light(clean: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
     return (1 - a) + a * lit
 
 
-def _composite(image: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor,
+def composite(image: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor,
                occlude: torch.Tensor) -> torch.Tensor:
     """Rain of intensity ``alpha`` (B, 1, H, W) and ``colour`` over ``image``: added, or occluding
     where ``occlude`` (B,) is 1."""
@@ -257,71 +275,87 @@ def _depth_map(n: int, height: int, width: int, gen: torch.Generator) -> torch.T
     rows = torch.linspace(1.0, 0.0, height)[None, None, :, None].expand(n, 1, height, width)
     coarse = torch.rand(n, 1, 4, 4, generator=gen)
     smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
-    tilt = _uniform(n, (0.3, 1.0), gen)[:, None, None, None]
+    tilt = uniform(n, (0.3, 1.0), gen)[:, None, None, None]
     return tilt * rows + (1 - tilt) * smooth
+
+
+def veil_haze(n: int, height: int, width: int, params: RainParams,
+              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(haze (n, 1, H, W) = 1 - t, atmospheric light (n, 1, 1, 1)) of the veil, zero haze for the
+    samples drawn to have none."""
+    strength = uniform(n, params.veil, gen) * chance(n, params.veil_probability, gen)
+    light = uniform(n, params.veil_light, gen)[:, None, None, None]
+    depth = _depth_map(n, height, width, gen)
+    variation = params.veil_depth_variation
+    shape = (1 - variation) + variation * depth / depth.mean(dim=(2, 3), keepdim=True)
+    return (strength[:, None, None, None] * shape).clamp(0, 0.95), light
 
 
 def add_veil(image: torch.Tensor, params: RainParams, gen: torch.Generator) -> torch.Tensor:
     """The veil of accumulated rain, ``I = J t + A (1 - t)``, for the samples drawn to have one."""
     n, _, h, w = image.shape
-    strength = _uniform(n, params.veil, gen) * _chance(n, params.veil_probability, gen)
-    light = _uniform(n, params.veil_light, gen)[:, None, None, None]
-    depth = _depth_map(n, h, w, gen)
-    variation = params.veil_depth_variation
-    shape = (1 - variation) + variation * depth / depth.mean(dim=(2, 3), keepdim=True)
-    haze = (strength[:, None, None, None] * shape).clamp(0, 0.95)  # 1 - t
+    haze, light = veil_haze(n, h, w, params, gen)
     return image * (1 - haze) + light * haze
 
 
-def splash_layer(n: int, height: int, width: int, params: RainParams, gen: torch.Generator) -> torch.Tensor:
+def splashes(n: int, height: int, width: int, params: RainParams, gen: torch.Generator) -> torch.Tensor:
     """(n, 1, H, W) splashes: small bright crowns, flatter than tall, on the lower half of the frame
     (where the ground usually is), denser towards the bottom."""
     rows = ((torch.linspace(0.0, 1.0, height) - 0.5) / 0.5).clamp(min=0)[None, None, :, None]
-    density = _uniform(n, params.splash_density, gen)[:, None, None, None] * 2 * rows
+    density = uniform(n, params.splash_density, gen)[:, None, None, None] * 2 * rows
     seeds = (torch.rand(n, 1, height, width, generator=gen) < density).float()
     seeds = seeds * torch.rand(n, 1, height, width, generator=gen)
-    size = _uniform(n, params.splash_size_px, gen)
+    size = uniform(n, params.splash_size_px, gen)
     # A Gaussian of sigma s sums to 1; times 2*pi*s^2 its peak is the seed's own brightness again.
     peak = 2 * math.pi * (size * 1.5) * (size * 0.7)
     blobs = _blur(seeds, size * 0.7, size * 1.5) * peak[:, None, None, None]
-    brightness = _uniform(n, params.splash_brightness, gen) * _chance(n, params.splash_probability, gen)
-    return blobs * brightness[:, None, None, None]
+    return blobs * uniform(n, params.splash_brightness, gen)[:, None, None, None]
 
 
-def add_lens_drops(image: torch.Tensor, params: RainParams, gen: torch.Generator) -> torch.Tensor:
-    """Drops on the lens: out of focus, each shows a blurred, flipped, brighter patch of the scene
-    behind it (a drop is a small lens), with a soft edge."""
-    n, _, h, w = image.shape
-    out = image.clone()
-    # What a drop shows: the scene heavily defocused and turned upside down, as through a tiny lens.
-    blurred = F.interpolate(F.avg_pool2d(image, 8, ceil_mode=True), size=(h, w), mode="bilinear",
-                            align_corners=False).flip(-2)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
+def lens_drop_masks(n: int, height: int, width: int, params: RainParams,
+                    gen: torch.Generator) -> torch.Tensor:
+    """(n, 1, H, W) in [0, 1]: where drops sit on the lens, soft-edged; empty for samples drawn to
+    have none."""
+    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32),
+                            torch.arange(width, dtype=torch.float32), indexing="ij")
+    masks = torch.zeros(n, 1, height, width)
     for i in range(n):
         if float(torch.rand(1, generator=gen)) >= params.lens_drop_probability:
             continue
         count = int(torch.randint(params.lens_drops[0], params.lens_drops[1] + 1, (1,), generator=gen))
-        mask = torch.zeros(h, w)
         for _ in range(count):
-            r = float(_uniform(1, params.lens_drop_radius_px, gen))
-            cy, cx = float(torch.rand(1, generator=gen)) * h, float(torch.rand(1, generator=gen)) * w
+            r = float(uniform(1, params.lens_drop_radius_px, gen))
+            cy, cx = float(torch.rand(1, generator=gen)) * height, float(torch.rand(1, generator=gen)) * width
             squash = 0.7 + 0.6 * float(torch.rand(1, generator=gen))  # drops are rarely round
             d = torch.sqrt(((yy - cy) / (r * squash)) ** 2 + ((xx - cx) / r) ** 2)
-            mask = torch.maximum(mask, torch.clamp((1.0 - d) * 4.0, 0, 1))  # soft rim
-        out[i] = image[i] * (1 - mask) + (blurred[i] * 1.1 + 0.05).clamp(0, 1) * mask
-    return out
+            masks[i, 0] = torch.maximum(masks[i, 0], torch.clamp((1.0 - d) * 4.0, 0, 1))  # soft rim
+    return masks
+
+
+def apply_lens_drops(image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Each drop shows a blurred, flipped, brighter patch of the scene behind it (a drop is a small
+    lens, out of focus)."""
+    h, w = image.shape[-2:]
+    blurred = F.interpolate(F.avg_pool2d(image, 8, ceil_mode=True), size=(h, w), mode="bilinear",
+                            align_corners=False).flip(-2)
+    return image * (1 - masks) + (blurred * 1.1 + 0.05).clamp(0, 1) * masks
+
+
+def add_lens_drops(image: torch.Tensor, params: RainParams, gen: torch.Generator) -> torch.Tensor:
+    """Drops on the lens, for the samples drawn to have them."""
+    n, _, h, w = image.shape
+    return apply_lens_drops(image, lens_drop_masks(n, h, w, params, gen))
 
 
 def add_camera(image: torch.Tensor, params: RainParams, gen: torch.Generator) -> torch.Tensor:
     """Sensor noise and JPEG compression, each for the samples drawn to have it."""
     n = image.shape[0]
     if params.noise_probability > 0:
-        sigma = _uniform(n, params.noise_sigma, gen) * _chance(n, params.noise_probability, gen)
+        sigma = uniform(n, params.noise_sigma, gen) * chance(n, params.noise_probability, gen)
         image = sensor_noise(image, sigma, gen)
     if params.jpeg_probability > 0:
-        quality = _uniform(n, params.jpeg_quality, gen)
-        chosen = _chance(n, params.jpeg_probability, gen).bool()
+        quality = uniform(n, params.jpeg_quality, gen)
+        chosen = chance(n, params.jpeg_probability, gen).bool()
         if chosen.any():
             image = image.clone()
             image[chosen] = jpeg_compress(image[chosen], quality[chosen])
@@ -333,21 +367,23 @@ def _add_rain_one_kind(clean: torch.Tensor, params: RainParams, gen: torch.Gener
     layers = int(params.layers[1])
     counts = torch.randint(int(params.layers[0]), layers + 1, (n,), generator=gen)
     rain = torch.zeros(n, 1, h, w)
-    for layer, angles in enumerate(_layer_angles(n, layers, params, gen)):
+    for layer, angles in enumerate(layer_angles(n, layers, params, gen)):
         streaks = streak_layer(n, h, w, params, gen, angles_rad=angles)
         rain = rain + streaks * (counts > layer).float()[:, None, None, None]
-    occlude = _chance(n, params.occlusion_probability, gen)
+    occlude = chance(n, params.occlusion_probability, gen)
     lit = params.scene_light != (0.0, 0.0)
-    colour = _scene_light(clean, _uniform(n, params.scene_light, gen)) if lit else torch.ones(n, 1, 1, 1)
-    rainy = _composite(clean, rain, colour, occlude)
+    colour = scene_light(clean, uniform(n, params.scene_light, gen)) if lit else torch.ones(n, 1, 1, 1)
+    rainy = composite(clean, rain, colour, occlude)
     if params.splash_probability > 0:
-        rainy = _composite(rainy, splash_layer(n, h, w, params, gen), colour, occlude)
+        drawn = splashes(n, h, w, params, gen)
+        rainy = composite(rainy, drawn * chance(n, params.splash_probability, gen)[:, None, None, None],
+                          colour, occlude)
     if params.veil_probability > 0:
         rainy = add_veil(rainy, params, gen)
     if params.near_probability > 0:
-        near = streak_layer(n, h, w, params, gen, angles_rad=_layer_angles(n, 1, params, gen)[0], near=True)
-        near = near * _chance(n, params.near_probability, gen)[:, None, None, None]
-        rainy = _composite(rainy, near, colour, occlude)
+        near = streak_layer(n, h, w, params, gen, angles_rad=layer_angles(n, 1, params, gen)[0], near=True)
+        near = near * chance(n, params.near_probability, gen)[:, None, None, None]
+        rainy = composite(rainy, near, colour, occlude)
     rainy = rainy.clamp(0, 1)
     if params.lens_drop_probability > 0 and params.lens_drops[1] > 0:
         rainy = add_lens_drops(rainy, params, gen)
@@ -376,7 +412,7 @@ def falling_rain(frames: int, height: int, width: int, params: RainParams, gen: 
     along its fall direction from frame to frame, so a drop moves instead of flickering."""
     travel = int(math.ceil(speed_px * frames)) + 1
     tall = height + travel
-    angle = torch.deg2rad(_uniform(1, params.angle_deg, gen))
+    angle = torch.deg2rad(uniform(1, params.angle_deg, gen))
     layers = int(torch.randint(int(params.layers[0]), int(params.layers[1]) + 1, (1,), generator=gen))
     rain = torch.zeros(frames, 1, height, width)
     for layer in range(layers):
