@@ -1,7 +1,8 @@
 """Training data: clean images (and frames of clean clips) turned into rainy/clean pairs on the fly.
 
 Images are read with PyAV (no extra image library) and kept in memory as uint8 ``(3, H, W)`` tensors,
-shrunk so that their longest side is at most ``max_side``. Patches get scale jitter and flips, then
+shrunk so that their longest side is at most ``max_side``. Where PyAV is missing (a GPU machine lent
+for a training burst has Pillow but no PyAV), images are read with Pillow and clips are skipped. Patches get scale jitter and flips, then
 rain from ``streamrain.train.synth``.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import av
 import torch
 import torch.nn.functional as F
 
@@ -22,7 +22,22 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
 
 
-def _frame_to_chw(frame: av.VideoFrame, max_side: int) -> torch.Tensor:
+def _av():
+    """PyAV, or None where it is not installed."""
+    try:
+        import av
+    except ImportError:
+        return None
+    return av
+
+
+def _decode_errors() -> tuple[type[Exception], ...]:
+    """What reading a broken image raises: PyAV's error, or Pillow's (OSError) without PyAV."""
+    av = _av()
+    return (av.FFmpegError,) if av is not None else (OSError,)
+
+
+def _frame_to_chw(frame, max_side: int) -> torch.Tensor:
     scale = min(1.0, max_side / max(frame.width, frame.height))
     if scale < 1.0:
         frame = frame.reformat(
@@ -34,12 +49,32 @@ def _frame_to_chw(frame: av.VideoFrame, max_side: int) -> torch.Tensor:
 
 def read_image(path: Path, *, max_side: int = 100_000) -> torch.Tensor:
     """uint8 RGB (3, H, W) of the first frame of an image file."""
+    av = _av()
+    if av is None:
+        return _read_image_pillow(path, max_side)
     with av.open(str(path)) as container:
         frame = next(container.decode(video=0))
         return _frame_to_chw(frame, max_side)
 
 
+def _read_image_pillow(path: Path, max_side: int) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        scale = min(1.0, max_side / max(image.size))
+        if scale < 1.0:
+            image = image.resize((max(2, round(image.width * scale)), max(2, round(image.height * scale))),
+                                 Image.Resampling.BOX)
+        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
+
+
 def read_clip_frames(path: Path, *, every: int, max_side: int) -> list[torch.Tensor]:
+    av = _av()
+    if av is None:
+        log.warning("skipping %s: reading clips needs PyAV", path)
+        return []
     with av.open(str(path)) as container:
         return [
             _frame_to_chw(frame, max_side)
@@ -68,7 +103,7 @@ def load_clean_pool(
                 images = read_clip_frames(path, every=clip_every, max_side=max_side)
             else:
                 images = [read_image(path, max_side=max_side)]
-        except (av.FFmpegError, StopIteration) as exc:
+        except (_decode_errors() + (StopIteration,)) as exc:
             log.warning("skipping %s: %s", path, exc)
             continue
         pool.extend(im for im in images if min(im.shape[1:]) >= min_side)

@@ -55,13 +55,36 @@ def _hold_out(items: list, every: int) -> tuple[list, list]:
     return train, val
 
 
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Endless training batches drawn in a DataLoader worker, each worker with its own generator
+    (seeded by the run's seed, the worker and the step the stream started at)."""
+
+    def __init__(self, pairs, batch: int, seed: int, start_step: int):
+        self.pairs, self.batch, self.seed, self.start_step = pairs, batch, seed, start_step
+
+    def __iter__(self):
+        torch.set_num_threads(1)  # one core per worker: many workers, no oversubscription
+        worker = torch.utils.data.get_worker_info()
+        worker_id = worker.id if worker else 0
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.start_step * 101 + worker_id)
+        while True:
+            yield self.pairs.batch(self.batch, gen)
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path, *, max_steps: int | None = None,
-                 progress=None):
+                 progress=None, device: str = "cpu", data_workers: int = 0,
+                 max_seconds: float | None = None):
+        """``data_workers`` > 0 draws batches in that many worker processes (for a GPU, which
+        trains faster than one core synthesises rain); a resumed run then sees other rain than an
+        uninterrupted one would. ``max_seconds`` stops (with a checkpoint) after that much time."""
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.total_steps = recipe.optim.steps if max_steps is None else max_steps
         self.progress = progress  # callable(step, total, loss, it_per_s) or None
+        self.device = torch.device(device)
+        self.data_workers = data_workers
+        self.max_seconds = max_seconds
         if recipe.train.threads:
             torch.set_num_threads(recipe.train.threads)
         torch.manual_seed(recipe.train.seed)
@@ -69,6 +92,7 @@ class Trainer:
         if recipe.train.stage_loss and not hasattr(self.model, "forward_stages"):
             raise RecipeError(f"{recipe.path}: stage_loss needs a multi-stage network; {recipe.arch} has one stage")
         to_channels_last(self.model)
+        self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -141,7 +165,7 @@ class Trainer:
         if meta.get("arch") != self.recipe.arch or json.loads(meta.get("arch_args", "{}")) != self.recipe.arch_args:
             raise ValueError(f"{path} holds {meta.get('arch')} {meta.get('arch_args')}, "
                              f"not the recipe's {self.recipe.arch} {self.recipe.arch_args}")
-        self.model.load_state_dict(start.state_dict())
+        self.model.load_state_dict({k: v.to(self.device) for k, v in start.state_dict().items()})
         log.info("starting from the weights in %s", path)
 
     def save_checkpoint(self) -> None:
@@ -166,7 +190,7 @@ class Trainer:
     def training_loss(self, rainy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """The recipe's loss on one batch; with ``stage_loss``, its mean over every stage's output."""
         bgr = getattr(self.model, "input_order", "rgb") == "bgr"
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.recipe.train.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.recipe.train.bf16):
             if self.recipe.train.stage_loss:
                 stages = self.model.forward_stages(rainy.flip(1) if bgr else rainy)
                 outputs = [s.flip(1) if bgr else s for s in stages]
@@ -178,7 +202,8 @@ class Trainer:
     def validate(self) -> float:
         self.model.eval()
         with torch.inference_mode():
-            scores = [_psnr_batch(self.forward(rainy.contiguous(memory_format=torch.channels_last)), clean)
+            scores = [_psnr_batch(self.forward(rainy.to(self.device).contiguous(memory_format=torch.channels_last)),
+                                  clean.to(self.device))
                       for rainy, clean in self.val_set]
         self.model.train()
         return sum(scores) / len(scores)
@@ -192,11 +217,17 @@ class Trainer:
         last_save = time.monotonic()
         loss_value, val_psnr = float("nan"), None
         window_start, window_steps = time.monotonic(), 0
+        started, timed_out = time.monotonic(), False
+        batches = self._batches()
         self.model.train()
         try:
             while self.step < self.total_steps and not self._stop_requested:
-                rainy, clean = self.pairs.batch(self.recipe.data.batch, self.gen)
-                rainy = rainy.contiguous(memory_format=torch.channels_last)
+                if self.max_seconds is not None and time.monotonic() - started > self.max_seconds:
+                    timed_out = True
+                    break
+                rainy, clean = next(batches)
+                rainy = rainy.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                clean = clean.to(self.device, non_blocking=True)
                 loss = self.training_loss(rainy, clean)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -228,7 +259,20 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return TrainResult(self.step, self._stop_requested, loss_value, val_psnr)
+        return TrainResult(self.step, self._stop_requested or timed_out, loss_value, val_psnr)
+
+    def _batches_here(self):
+        while True:
+            yield self.pairs.batch(self.recipe.data.batch, self.gen)
+
+    def _batches(self):
+        """Training batches: drawn here from the run's generator (exactly resumable), or in workers."""
+        if not self.data_workers:
+            return self._batches_here()
+        stream = _BatchStream(self.pairs, self.recipe.data.batch, self.recipe.train.seed, self.step)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=self.data_workers,
+                                             pin_memory=self.device.type == "cuda", prefetch_factor=4)
+        return iter(loader)
 
     def _log(self, record: dict) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
