@@ -65,7 +65,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="streamrain", description="Remove rain from a video, stream or image.",
         epilog="Other commands: streamrain models list | eval | train (each with --help).")
     p.add_argument("input", help="file, URL (http/rtsp/udp/tcp), lavfi:GRAPH, or camera")
-    p.add_argument("output", help="output file (.mp4, .mkv, .mov, .png, .jpg, ...)")
+    p.add_argument("output", help="output file (.mp4, .mkv, .mov, .webm, .avi, .png, .jpg, ...)")
     p.add_argument("--model", help="model name (see `streamrain models list`); default: the bundled one")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
@@ -73,10 +73,15 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="eager (default), torch.compile, or a TensorRT engine (CUDA)")
     p.add_argument("--batch", type=int, help="frames per model call")
     p.add_argument("--cpu-workers", type=int, help="CPU batches derained at once (default 2)")
-    p.add_argument("--codec", help="video encoder (default libx264)")
-    p.add_argument("--crf", type=int, help="constant rate factor (default 18)")
-    p.add_argument("--preset", help="encoder speed preset (default veryfast)")
-    p.add_argument("--pix-fmt", dest="pix_fmt", help="output pixel format (default yuv420p)")
+    p.add_argument("--codec", help="video encoder (default: libx264, or libvpx-vp9 for .webm)")
+    p.add_argument("--crf", type=int, help="constant rate factor, lower is better; 0: lossless (default: "
+                   "the encoder's, 18 for libx264)")
+    p.add_argument("--preset", help="encoder speed preset (default: veryfast for x264/x265, 4 for VP9's "
+                   "cpu-used, 8 for SVT-AV1)")
+    p.add_argument("--pix-fmt", dest="pix_fmt", help="output pixel format (default: the input's if the "
+                   "encoder takes it, else yuv420p)")
+    p.add_argument("--audio-codec", dest="audio_codec", help="auto (default: copy when the container takes "
+                   "the codec, else re-encode to its usual one), copy (or refuse), or an audio encoder")
     p.add_argument("--no-audio", dest="copy_audio", action="store_const", const=False,
                    help="leave the audio out")
     p.add_argument("--rgb", dest="yuv420", action="store_const", const=False,
@@ -118,7 +123,7 @@ def _cmd_run(argv: list[str]) -> int:
     options = build_options(args.pipeline, model=args.model, device=args.device, precision=args.precision,
                             backend=args.backend, batch=args.batch, cpu_workers=args.cpu_workers, codec=args.codec,
                             crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, copy_audio=args.copy_audio,
-                            yuv420=args.yuv420)
+                            audio_codec=args.audio_codec, yuv420=args.yuv420)
     with _progress_bar(not args.no_progress) as bar:
         task = bar.add_task(Path(args.input).name[:40], total=None, fps=0.0)
 

@@ -28,11 +28,14 @@ class RunOptions:
     batch: int = 4
     cpu_workers: int = 0  # CPU batches derained at once, each on its share of the cores; 0: 2
     queue_frames: int = 0  # 0: sized from the batch
-    codec: str = "libx264"
-    crf: int = 18
-    preset: str = "veryfast"
-    pix_fmt: str = "yuv420p"
+    # Encoder choices: "auto" (and crf None) leave them to streamrain.io.encoding, which picks what
+    # fits the container and refuses, before the run starts, what cannot be honoured.
+    codec: str = "auto"
+    crf: int | None = None  # None: the encoder's default quality (x264: 18); 0: lossless
+    preset: str = "auto"
+    pix_fmt: str = "auto"
     copy_audio: bool = True
+    audio_codec: str = "auto"  # auto: copy when the container takes it, else its usual codec; copy; a name
     # Derain 4:2:0 video as decoded, without converting to RGB and back, where the model can.
     yuv420: bool = True
 
@@ -45,8 +48,11 @@ class RunOptions:
             raise ConfigError(f"batch must be a positive integer; got {self.batch!r}")
         if not isinstance(self.cpu_workers, int) or self.cpu_workers < 0:
             raise ConfigError(f"cpu_workers must be 0 (automatic) or more; got {self.cpu_workers!r}")
-        if not isinstance(self.crf, int) or not 0 <= self.crf <= 63:
+        if self.crf is not None and (not isinstance(self.crf, int) or not 0 <= self.crf <= 63):
             raise ConfigError(f"crf must be an integer from 0 to 63; got {self.crf!r}")
+        for name in ("codec", "preset", "pix_fmt", "audio_codec"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{name} must be a name or \"auto\"; got {getattr(self, name)!r}")
 
 
 # Tables that one command reads for itself and RunOptions skips: [live] is `streamrain preview`'s

@@ -94,3 +94,4 @@ class VideoInfo:
     is_image: bool = False
     is_live: bool = False
     metadata: dict = field(default_factory=dict)
+    pix_fmt: str | None = None  # as decoded, when the container says

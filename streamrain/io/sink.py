@@ -1,47 +1,34 @@
-"""File sink: encodes RGB frames with PyAV, copies the other streams, and writes atomically.
+"""File sink: encodes frames with PyAV, copies the other streams, and writes atomically.
 
 The file is written under a hidden temporary name beside the target and renamed only by
 ``commit()``; ``abort()`` (or leaving the context on an exception) removes it, so the target path
 either holds a complete file or nothing.
 
+What is encoded with what is settled by ``prepare()`` (streamrain.io.encoding) before the first
+frame is decoded: an option the output cannot honour is refused there, with nothing created.
 Every frame keeps its input pts in the input's time base (variable frame rate survives); rotation
-and the colour tags are carried over; odd sizes use 4:4:4 chroma so no pixel is cropped or added.
-Audio packets are copied when the container takes the codec, re-encoded to AAC otherwise.
+and the colour tags are carried over; odd sizes get a pixel format without subsampled chroma, so
+no pixel is cropped or added.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
 from streamrain.errors import OutputError
+from streamrain.io.encoding import (IMAGE_ENCODERS, EncodeOptions, OutputPlan, StreamPlan, container_format,
+                                    plan_output)
 from streamrain.io.frames import SWS_MATRIX, YUV420_FORMATS, Frame, VideoInfo, YuvMatrix
 
+__all__ = ["EncodeOptions", "VideoSink", "remove_if_stale", "temporary_path"]
+
 log = logging.getLogger(__name__)
-
-_IMAGE_CODECS = {".png": ("png", "rgb24"), ".jpg": ("mjpeg", "yuvj444p"), ".jpeg": ("mjpeg", "yuvj444p"),
-                 ".bmp": ("bmp", "bgr24"), ".tif": ("tiff", "rgb24"), ".tiff": ("tiff", "rgb24"),
-                 ".webp": ("libwebp", "yuv420p")}
-_CHROMA_SUBSAMPLED = {"yuv420p", "yuv422p", "nv12", "yuv420p10le", "yuv422p10le"}
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    codec: str = "libx264"
-    crf: int | None = 18
-    preset: str | None = "veryfast"
-    pix_fmt: str = "yuv420p"
-    copy_audio: bool = True
-    threads: int | None = None  # the encoder's threads; None: the codec's own choice (one per core)
-
 
 _PARTIAL = re.compile(r"^\..*\.streamrain-(\d+)\.partial(\.[^.]+)?$")
 
@@ -71,52 +58,18 @@ def _writer_alive(pid: int) -> bool:
     return True
 
 
-# MP4-family muxers accept some codecs in the header and then fail at the trailer (PCM with an
-# unnamed channel layout, for one), so for them only codecs known to work are copied.
-_MP4_FAMILY = {"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"}
-_MP4_AUDIO_COPY = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}
-
-
-def audio_copy_works(container_format: str, stream: av.stream.Stream) -> bool:
-    """Whether ``container_format`` takes ``stream``'s codec as is (checked by writing a header)."""
-    if container_format in _MP4_FAMILY and stream.type == "audio" \
-            and stream.codec_context.name not in _MP4_AUDIO_COPY:
-        return False
-    buffer = io.BytesIO()
-    try:
-        with av.open(buffer, "w", format=container_format) as probe:
-            probe.add_stream_from_template(stream)
-            probe.start_encoding()
-        return True
-    except (av.FFmpegError, ValueError, NotImplementedError) as exc:
-        log.info("%s cannot carry %s as is (%s): re-encoding to AAC",
-                 container_format, stream.codec_context.name, exc)
-        return False
-
-
-_NATIVE_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}
-
-
-def _aac_layout(layout) -> str:
-    """A layout the AAC encoder accepts: 'N channels' (no channel mask, e.g. PCM in MKV) is not one."""
-    if layout.name.endswith("channels"):
-        return _NATIVE_LAYOUTS.get(layout.nb_channels, "stereo")
-    return layout.name
-
-
 class _CopiedStream:
     """One non-video input stream in the output: packets copied, or audio decoded and re-encoded."""
 
-    def __init__(self, container, template, *, copy: bool):
-        self.copy = copy
+    def __init__(self, container, template, plan: StreamPlan):
+        self.copy = plan.action == "copy"
         self.last_dts: int | None = None
-        if copy:
+        if self.copy:
             self.out = container.add_stream_from_template(template)
             self.decoder = None
         else:
-            cc = template.codec_context
-            self.out = container.add_stream("aac", rate=cc.sample_rate or 48000, layout=_aac_layout(cc.layout))
-            self.decoder = cc
+            self.out = container.add_stream(plan.codec, rate=plan.rate, layout=plan.layout)
+            self.decoder = template.codec_context
 
     def packets(self, packet: av.Packet):
         if self.copy:
@@ -125,7 +78,7 @@ class _CopiedStream:
             return
         try:
             for frame in self.decoder.decode(packet):
-                frame.pts = None  # the AAC encoder restamps contiguously from the first sample
+                frame.pts = None  # the encoder restamps contiguously from the first sample
                 yield from self.out.encode(frame)
         except av.FFmpegError as exc:
             log.warning("dropping an audio packet that does not decode: %s", exc)
@@ -146,6 +99,7 @@ class VideoSink:
         self.frames_written = 0
         self.dropped_packets = 0
         self._copied: dict[int, _CopiedStream] = {}
+        self.plan: OutputPlan | None = None
         if not self.target.parent.is_dir():
             raise OutputError(f"{self.target}: folder {self.target.parent} does not exist")
         if self.target.is_dir():
@@ -155,9 +109,24 @@ class VideoSink:
 
     @property
     def is_image(self) -> bool:
-        return self.target.suffix.lower() in _IMAGE_CODECS
+        return self.target.suffix.lower() in IMAGE_ENCODERS
+
+    def container_format(self) -> str:
+        return "image2" if self.is_image else container_format(self.target)
+
+    def prepare(self, info: VideoInfo, other_streams=()) -> OutputPlan:
+        """Settle the encoder, pixel format and stream handling for this input; ConfigError naming
+        the flag if an option cannot be honoured. Creates nothing; ``start`` calls it if not done."""
+        self.plan = plan_output(self.options, container=self.container_format(), width=info.width,
+                                height=info.height, time_base=info.time_base, rate=info.average_rate,
+                                source_pix_fmt=info.pix_fmt, streams=other_streams,
+                                image_suffix=self.target.suffix.lower() if self.is_image else None)
+        self.pix_fmt = self.plan.video.pix_fmt
+        return self.plan
 
     def start(self, info: VideoInfo, other_streams=()) -> None:
+        if self.plan is None:
+            self.prepare(info, other_streams)
         try:
             self.container = av.open(str(self.tmp), "w", format="image2" if self.is_image else None,
                                      options={"update": "1"} if self.is_image else None)
@@ -166,9 +135,8 @@ class VideoSink:
         self.info = info
         try:
             self._add_video(info)
-            if not self.is_image and self.options.copy_audio:
-                for s in other_streams:
-                    self._add_copied(s)
+            for s in other_streams:
+                self._add_copied(s)
             self.container.metadata.update({k: v for k, v in info.metadata.items()
                                             if k.lower() not in ("encoder", "major_brand", "minor_version",
                                                                  "compatible_brands")})
@@ -177,33 +145,17 @@ class VideoSink:
             raise OutputError(f"{self.target}: cannot set up the encoder ({exc})") from exc
 
     def _add_video(self, info: VideoInfo) -> None:
-        o = self.options
-        if self.is_image:
-            codec, pix_fmt = _IMAGE_CODECS[self.target.suffix.lower()]
-            stream = self.container.add_stream(codec, rate=1)
-            crf = None
-        else:
-            codec, pix_fmt, crf = o.codec, o.pix_fmt, o.crf
-            rate = info.average_rate if info.average_rate and info.average_rate < 1000 else Fraction(30)
-            stream = self.container.add_stream(codec, rate=rate)
-        if pix_fmt in _CHROMA_SUBSAMPLED and (info.width % 2 or info.height % 2):
-            pix_fmt = "yuv444p"  # 4:2:0 needs even sizes; 4:4:4 keeps the picture exactly as it is
-            log.info("odd frame size %dx%d: encoding 4:4:4 to keep every pixel", info.width, info.height)
-        stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
+        plan = self.plan.video
+        stream = self.container.add_stream(plan.codec, rate=1 if self.is_image else plan.rate)
+        stream.width, stream.height, stream.pix_fmt = info.width, info.height, plan.pix_fmt
+        self._last_pts: int | None = None
         if not self.is_image:
-            stream.time_base = info.time_base
-            stream.codec_context.time_base = info.time_base
-        options = {}
-        if crf is not None and codec in ("libx264", "libx265", "libsvtav1", "libvpx-vp9", "libvpx"):
-            options["crf"] = str(crf)
-            if codec.startswith("libvpx"):
-                options["b"] = "0"
-        if o.preset and codec in ("libx264", "libx265") and not self.is_image:
-            options["preset"] = o.preset
-        stream.options = options
+            stream.time_base = stream.codec_context.time_base = plan.time_base or info.time_base
+        stream.options = dict(plan.options)
         stream.codec_context.thread_type = "AUTO"
-        if o.threads:
-            stream.codec_context.thread_count = o.threads
+        if self.options.threads:
+            stream.codec_context.thread_count = self.options.threads
+        pix_fmt = plan.pix_fmt
         self._yuv = pix_fmt.startswith(("yuv", "nv"))
         self._full_range = pix_fmt.startswith("yuvj") or info.colour.color_range == 2
         tags = info.colour
@@ -217,15 +169,11 @@ class VideoSink:
         if info.rotation and not self.is_image:
             stream.set_display_rotation(info.rotation)
         self.video = stream
-        self.pix_fmt = pix_fmt
 
     def _add_copied(self, template) -> None:
-        copy = audio_copy_works(self.container.format.name.split(",")[0], template)
-        if not copy and template.type != "audio":
-            log.warning("dropping %s stream %d: the output container cannot carry it",
-                        template.type, template.index)
-            return
-        self._copied[template.index] = _CopiedStream(self.container, template, copy=copy)
+        plan = self.plan.stream(template.index)
+        if plan is not None:  # a stream the plan leaves out (--no-audio, or one the container cannot take)
+            self._copied[template.index] = _CopiedStream(self.container, template, plan)
 
     def write(self, frame: Frame) -> None:
         if frame.yuv420_u8 is not None:
@@ -233,11 +181,21 @@ class VideoSink:
         else:
             video_frame = self._to_video_frame(frame.rgb_u8)
         if not self.is_image:
-            video_frame.pts = frame.pts
-            video_frame.time_base = frame.time_base
+            video_frame.pts, video_frame.time_base = self._stream_pts(frame), self.video.time_base
         for packet in self.video.encode(video_frame):
             self.container.mux(packet)
         self.frames_written += 1
+
+    def _stream_pts(self, frame: Frame) -> int:
+        """The frame's pts in the stream's time base: the same ticks unless the container counts in
+        frames (AVI), where it is rounded to a slot after the previous frame's."""
+        if frame.time_base == self.video.time_base:
+            return frame.pts
+        pts = round(frame.pts * frame.time_base / self.video.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
 
     def _yuv420_video_frame(self, frame: Frame) -> av.VideoFrame:
         """A 4:2:0 frame goes to the encoder as it is when its size and colour are the stream's;

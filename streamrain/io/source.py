@@ -118,6 +118,7 @@ class VideoSource:
             average_rate=Fraction(v.average_rate) if v.average_rate else None,
             rotation=0, colour=_colour_tags(v), codec=cc.name, frames=int(v.frames or 0),
             duration_s=duration, is_image=is_image, is_live=self.spec.is_live, metadata=meta,
+            pix_fmt=cc.pix_fmt,
         )
 
     def rgb_conversion(self, frame: av.VideoFrame) -> dict:

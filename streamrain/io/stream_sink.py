@@ -58,12 +58,18 @@ class StreamSink(VideoSink):
         self.frames_written = 0
         self.dropped_packets = 0
         self._copied = {}
+        self.plan = None
 
     @property
     def is_image(self) -> bool:
         return False
 
+    def container_format(self) -> str:
+        return self.format
+
     def start(self, info: VideoInfo, other_streams=()) -> None:
+        if self.plan is None:
+            self.prepare(info)  # video only; refuses what the encoder cannot honour before connecting
         try:
             # flush_packets: hand every packet to the network at once instead of filling a 32 KiB buffer.
             self.container = av.open(self.url, "w", format=self.format,

@@ -46,20 +46,26 @@ def encoder_threads(derainer) -> int | None:
 
 def encode_options(options: RunOptions, derainer) -> EncodeOptions:
     return EncodeOptions(codec=options.codec, crf=options.crf, preset=options.preset, pix_fmt=options.pix_fmt,
-                         copy_audio=options.copy_audio, threads=encoder_threads(derainer))
+                         copy_audio=options.copy_audio, audio_codec=options.audio_codec,
+                         threads=encoder_threads(derainer))
 
 
-def takes_yuv420(derainer, options: RunOptions, *, image_output: bool = False) -> bool:
-    """Whether decoded 4:2:0 frames can go to the model and on to the encoder as they are."""
+def takes_yuv420(derainer, options: RunOptions, *, image_output: bool = False,
+                 pix_fmt: str | None = None) -> bool:
+    """Whether decoded 4:2:0 frames can go to the model and on to the encoder as they are.
+    ``pix_fmt``: the encoder's, as planned (an RGB encoder such as libx264rgb gets RGB frames);
+    without it, ``options.pix_fmt``, "auto" counting as the 4:2:0 a 4:2:0 input is encoded in."""
+    pix_fmt = pix_fmt or ("yuv420p" if options.pix_fmt == "auto" else options.pix_fmt)
     return (options.yuv420 and getattr(derainer, "accepts_yuv420", False) and not image_output
-            and options.pix_fmt in YUV420_FORMATS)
+            and pix_fmt in YUV420_FORMATS)
 
 
 def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = RunOptions(),
                 derainer: Derainer | None = None, progress: Callable[[RunStats], None] | None = None,
                 on_open: Callable[[VideoSource], None] | None = None,
                 stop_event: threading.Event | None = None) -> RunStats:
-    """Derain ``input_spec`` into ``output``; on any failure nothing is left at ``output``."""
+    """Derain ``input_spec`` into ``output``; on any failure nothing is left at ``output``.
+    The encoder options are checked against the input before a frame is decoded (ConfigError)."""
     output = Path(output)
     spec = parse_source(input_spec)
     if Path(spec.url).exists() and output.exists() and output.resolve() == Path(spec.url).resolve():
@@ -67,11 +73,13 @@ def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = Ru
     derainer = derainer or make_derainer(options)
     sink = VideoSink(output, encode_options(options, derainer))
     with VideoSource(spec, copy_streams=not sink.is_image) as source:
+        sink.prepare(source.info, source.other_streams)
         if on_open:
             on_open(source)
         pipeline = Pipeline(source, derainer, sink, batch=options.batch, policy="offline",
                             queue_frames=options.queue_frames or None, progress=progress,
                             model_name=derainer.name, device_label=derainer.device_label,
                             stop_event=stop_event,
-                            keep_yuv420=takes_yuv420(derainer, options, image_output=sink.is_image))
+                            keep_yuv420=takes_yuv420(derainer, options, image_output=sink.is_image,
+                                                     pix_fmt=sink.pix_fmt))
         return pipeline.run()
