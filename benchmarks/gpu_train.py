@@ -41,23 +41,24 @@ def main() -> int:
     p.add_argument("--out", type=Path, help="where the run's checkpoint, log and weights go")
     p.add_argument("--minutes", type=float, default=8.0, help="training time (default 8)")
     p.add_argument("--workers", type=int, default=0, help="rain-synthesis workers (default: cores - 2)")
-    p.add_argument("--pack-only", action="store_true", help="write gpu-pack/ from the recipe's clean_dirs and exit")
+    p.add_argument("--pack", type=Path, default=PACK, help="packed clean crops (default gpu-pack/)")
+    p.add_argument("--pack-only", action="store_true", help="write the pack from the recipe's clean_dirs and exit")
     p.add_argument("--device", default="cuda")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     recipe = load_recipe(args.recipe)
     if args.pack_only:
         from streamrain.train.pack import pack_clean_crops
-        shutil.rmtree(PACK, ignore_errors=True)
-        crops, size = pack_clean_crops(list(recipe.data.clean_dirs), PACK, exclude=recipe.data.exclude)
-        print(f"wrote {crops} crops, {size / 2**20:.1f} MiB, to {PACK}")
+        shutil.rmtree(args.pack, ignore_errors=True)
+        crops, size = pack_clean_crops(list(recipe.data.clean_dirs), args.pack, exclude=recipe.data.exclude)
+        print(f"wrote {crops} crops, {size / 2**20:.1f} MiB, to {args.pack}")
         return 0
     if args.out is None:
         p.error("--out is required")
-    if not PACK.is_dir():
-        p.error(f"{PACK} is missing: run with --pack-only first (on a machine with the clean data)")
+    if not args.pack.is_dir():
+        p.error(f"{args.pack} is missing: run with --pack-only first (on a machine with the clean data)")
     # Packed 256 px crops: the full pool's scale jitter and hold-out, without its big pictures.
-    recipe = replace(recipe, data=replace(recipe.data, clean_dirs=(PACK,), paired_dirs=(), exclude=(),
+    recipe = replace(recipe, data=replace(recipe.data, clean_dirs=(args.pack.resolve(),), paired_dirs=(), exclude=(),
                                           max_side=256, min_side=min(256, recipe.data.min_side)))
     run_dir = args.out / recipe.name
     committed = ROOT / "runs" / recipe.name / "checkpoint.pt"

@@ -96,7 +96,8 @@ def weights_id(derainer, run: RunOptions) -> str:
 def settings_hash(model_id: str, run: RunOptions, batch: BatchOptions) -> str:
     """What decides an output's content: a change re-does the files done under the old settings."""
     relevant = {"model": model_id, "codec": run.codec, "crf": run.crf, "preset": run.preset,
-                "pix_fmt": run.pix_fmt, "copy_audio": run.copy_audio, "precision": run.precision,
+                "pix_fmt": run.pix_fmt, "copy_audio": run.copy_audio, "audio_codec": run.audio_codec,
+                "precision": run.precision,
                 "suffix": batch.suffix}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 

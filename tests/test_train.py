@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -219,3 +220,32 @@ def test_stage_loss_supervises_every_stage_in_the_networks_channel_order(tiny_re
     srnet_recipe = replace(tiny_recipe, train=replace(tiny_recipe.train, stage_loss=True))
     with pytest.raises(RecipeError, match="stage_loss needs a multi-stage network"):
         Trainer(srnet_recipe, tmp_path / "run2", max_steps=1)
+
+
+def test_batches_drawn_in_workers_train_and_a_time_budget_stops_with_a_checkpoint(tiny_recipe, tmp_path):
+    result = Trainer(tiny_recipe, tmp_path / "run", max_steps=3, data_workers=1).run()
+    assert result.step == 3 and not result.stopped_early
+    timed = Trainer(tiny_recipe, tmp_path / "timed", max_steps=3, max_seconds=0.0).run()
+    assert timed.step == 0 and timed.stopped_early
+    assert (tmp_path / "timed" / "checkpoint.pt").exists()
+
+
+def test_a_gpu_burst_runs_from_packed_crops_without_pyav(tiny_recipe, tmp_path):
+    """What a lent GPU machine does (it has no PyAV): pack here, then train from the pack with av
+    unimportable (on the CPU, for a few steps)."""
+    import subprocess
+    import sys
+    from streamrain.train.pack import pack_clean_crops
+    pack = tmp_path / "pack"
+    crops, size = pack_clean_crops(list(tiny_recipe.data.clean_dirs), pack, side=32, budget_bytes=20_000)
+    assert crops > 6 and size <= 20_000  # more crops than pictures: it goes round the pool again
+    assert sum(p.stat().st_size for p in pack.iterdir()) == size
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train.py"
+    block_av = "import sys, runpy; sys.modules['av'] = None; sys.argv = sys.argv[1:]; " \
+               "runpy.run_path(sys.argv[0], run_name='__main__')"
+    run = subprocess.run([sys.executable, "-c", block_av, str(script), str(tiny_recipe.path), "--device", "cpu",
+                          "--pack", str(pack), "--out", str(tmp_path / "out"), "--minutes", "0.1", "--workers", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "tiny" / "burst.json").read_text())
+    assert summary["step"] > 0 and (tmp_path / "out" / "tiny" / "checkpoint.pt").exists()
