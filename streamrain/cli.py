@@ -2,7 +2,7 @@
 
     streamrain INPUT OUTPUT [options]        derain a video, a stream or an image into OUTPUT
     streamrain models list [--json]          the models and whether their weights are here
-    streamrain eval --model M --rainy D --clean D [--json P]
+    streamrain eval --model M --rainy D --clean D [--sequence] [--json P]   (or two videos, or --sequences D)
     streamrain train RECIPE.toml [--run-dir D] [--steps N]
     streamrain synth RECIPE.toml [--out sheet.png] [--real DIR]
     streamrain bench [--model M] [--size WxH] [--frames N] [--json P]
@@ -181,10 +181,22 @@ def _cmd_models(argv: list[str]) -> int:
 # -- streamrain eval ------------------------------------------------------------------------------
 
 def _cmd_eval(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="streamrain eval", description="Score a model on paired folders.")
+    p = argparse.ArgumentParser(
+        prog="streamrain eval", description="Score a model on paired rainy/clean images or sequences.",
+        epilog="Sequences (two videos, --sequence folders, --sequences) also report the temporal error: the "
+               "mean over t >= 1 of mean |(out_t - out_t-1) - (clean_t - clean_t-1)| on BT.601 Y (16-235); "
+               "lower is steadier, 0 is perfect; input_temporal_error is the rainy input's own. Image "
+               "pairs (Rain100L) have no time order, so they get none.")
     p.add_argument("--model", help="model name; default: the bundled default")
-    p.add_argument("--rainy", type=Path, help="folder of rainy images (with --clean; paired by file name)")
-    p.add_argument("--clean", type=Path, help="folder of clean images of the same names")
+    p.add_argument("--rainy", type=Path, help="folder of rainy images (with --clean; paired by file name), "
+                   "or a rainy video (with a clean video: a sequence, frames paired by index)")
+    p.add_argument("--clean", type=Path, help="folder of clean images of the same names, or the clean video")
+    p.add_argument("--sequence", action="store_true",
+                   help="the --rainy/--clean folders hold consecutive frames of one video (sorted by name "
+                        "= time order): every frame must be in both; adds the temporal error")
+    p.add_argument("--sequences", type=Path, metavar="DIR",
+                   help="several sequences: each subfolder DIR/NAME holds rainy/ and clean/ folders of "
+                        "consecutive frames; reported per sequence and as the mean over sequences")
     p.add_argument("--pairs", type=Path, help="instead of --rainy/--clean: a dataset folder in any paired "
                    "layout (trainA/testA..., rain/norain..., side-by-side images); its test split is used")
     p.add_argument("--side-by-side", choices=("rainy-left", "clean-left"), default="rainy-left",
@@ -192,18 +204,32 @@ def _cmd_eval(argv: list[str]) -> int:
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    p.add_argument("--limit", type=int, help="only the first N pairs")
+    p.add_argument("--limit", type=int, help="only the first N pairs (of each sequence: its first N frames)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     args = p.parse_args(argv)
-    folders = [d for d in (args.rainy, args.clean) if d is not None]
-    if not (len(folders) == 2 and args.pairs is None or not folders and args.pairs is not None):
-        p.error("give either --rainy and --clean, or --pairs")
+    given = [args.rainy is not None and args.clean is not None, args.pairs is not None,
+             args.sequences is not None]
+    if sum(given) != 1 or (args.rainy is None) != (args.clean is None):
+        p.error("give either --rainy and --clean, or --pairs, or --sequences DIR")
+    if args.sequence and not given[0]:
+        p.error("--sequence applies to --rainy/--clean folders")
     _setup_logging(args.verbose)
     from streamrain.runtime.derainer import Derainer
-    from streamrain.train.evaluate import evaluate, pair_loaders
+    from streamrain.train import evaluate as ev
     from streamrain.zoo import load_model
 
-    pairs = pair_loaders(args.rainy, args.clean, pairs_dir=args.pairs, side_by_side=args.side_by_side)
+    sequences = pairs = None
+    if args.sequences is not None:
+        sequences = ev.sequences_in(args.sequences)
+    elif given[0] and (args.rainy.is_file() or args.clean.is_file()):
+        for flag, path in (("--rainy", args.rainy), ("--clean", args.clean)):
+            if not path.is_file():
+                raise ConfigError(f"{flag} {path}: not a video; give two videos or two folders")
+        sequences = [ev.video_sequence(args.rainy, args.clean)]
+    elif args.sequence:
+        sequences = [ev.folder_sequence(args.rainy, args.clean)]
+    else:
+        pairs = ev.pair_loaders(args.rainy, args.clean, pairs_dir=args.pairs, side_by_side=args.side_by_side)
     derainer = Derainer(load_model(args.model), device=args.device, precision=args.precision)
     with _progress_bar(True) as bar:
         task = bar.add_task("eval", total=None, fps=0.0)
@@ -211,19 +237,42 @@ def _cmd_eval(argv: list[str]) -> int:
 
         def on_image(name):
             done = bar.tasks[0].completed + 1
-            bar.update(task, completed=done, fps=done / max(1e-9, time.monotonic() - started))
+            bar.update(task, description=f"eval {name}"[:40], completed=done,
+                       fps=done / max(1e-9, time.monotonic() - started))
 
-        result = evaluate(derainer, pairs, limit=args.limit, on_image=on_image)
-    table = Table(title=f"{result.model} on {result.n} pairs ({derainer.device_label})")
-    for col in ("", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"):
-        table.add_column(col)
-    table.add_row("derained", f"{result.psnr_y:.2f}", f"{result.ssim_y:.4f}", f"{result.psnr_rgb:.2f}",
-                  f"{result.ssim_rgb:.4f}")
-    table.add_row("input", f"{result.input_psnr_y:.2f}", "", "", "")
-    out.print(table)
+        if sequences is None:
+            result = ev.evaluate(derainer, pairs, limit=args.limit, on_image=on_image)
+        else:
+            result = ev.evaluate_sequences(derainer, sequences, limit=args.limit, on_frame=on_image)
+    out.print(_eval_table(result, derainer.device_label, n_sequences=None if sequences is None
+                          else len(sequences)))
     if args.json:
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return 0
+
+
+def _eval_table(result, device_label: str, *, n_sequences: int | None) -> Table:
+    temporal = result.temporal_error is not None
+    what = f"{result.n} pairs" if n_sequences is None else \
+        f"{n_sequences} sequence{'s' if n_sequences > 1 else ''}, {result.n} frames"
+    table = Table(title=f"{result.model} on {what} ({device_label})")
+    columns = ["", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"] + (["temporal error"] if temporal else [])
+    for col in columns:
+        table.add_column(col)
+
+    def cell(value, spec: str) -> str:
+        return "" if value is None else format(value, spec)
+
+    def row(label: str, scores: dict, prefix: str = "") -> None:
+        specs = [("psnr_y", ".2f"), ("ssim_y", ".4f"), ("psnr_rgb", ".2f"), ("ssim_rgb", ".4f")] + \
+            ([("temporal_error", ".3f")] if temporal else [])
+        table.add_row(label, *[cell(scores.get(prefix + key), spec) for key, spec in specs])
+
+    # Overall first, then each sequence when there are several; the input row is the baseline.
+    for name, scores in [("", result.__dict__)] + [(s["name"] + " ", s) for s in result.sequences or []]:
+        row(f"{name}derained", scores)
+        row(f"{name}input", scores, "input_")
+    return table
 
 
 # -- streamrain train -----------------------------------------------------------------------------
