@@ -4,6 +4,8 @@ the GPU, and the uint8 <-> float conversion done on the GPU (only uint8 crosses 
 Batches go through ``submit`` and ``collect``. Each of the two slots owns its pinned buffers and
 events, so while batch N is computed, batch N+1 is uploaded and batch N-1 downloaded: the caller
 submits the next batch before it collects the previous one (``streamrain.pipeline.runner`` does).
+A batch submitted with a ``TilePlan`` is uploaded whole (uint8 is small) and derained tile by
+tile on the GPU (``streamrain.runtime.tiling``), so only one tile's activations are live at once.
 Not testable on the CPU-only CI machine; kept deliberately small.
 """
 
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 
 from streamrain.runtime.layout import to_channels_last
+from streamrain.runtime.tiling import TilePlan, tiled_rgb
 
 
 @dataclass
@@ -47,9 +50,14 @@ class CudaRunner:
             self._slots[index] = slot
         return slot
 
-    def submit(self, rgb_u8_bhwc: np.ndarray) -> int:
+    def frames_to_float(self, frames_bchw_u8: torch.Tensor) -> torch.Tensor:
+        """The network on uint8 frames already on the GPU: float ``(B, 3, H, W)`` in [0, 1] out."""
+        return self.module(frames_bchw_u8.to(self.dtype).div_(255.0))
+
+    def submit(self, rgb_u8_bhwc: np.ndarray, *, plan: TilePlan | None = None) -> int:
         """Queues one batch on the GPU and returns its handle for ``collect``. At most ``slots``
-        batches may be in flight: collect a handle before submitting ``slots`` more."""
+        batches may be in flight: collect a handle before submitting ``slots`` more. With ``plan``
+        the frames are derained one at a time, tile by tile."""
         index = self._next
         self._next = (index + 1) % self.slots
         slot = self._slot(index, rgb_u8_bhwc.shape)
@@ -62,9 +70,11 @@ class CudaRunner:
         with torch.cuda.stream(self.compute_stream), torch.inference_mode():
             self.compute_stream.wait_event(uploaded)
             frames.record_stream(self.compute_stream)
-            x = frames.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
-            y = self.module(x)
-            out = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+            if plan is None:
+                y = self.frames_to_float(frames.permute(0, 3, 1, 2))
+                out = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+            else:
+                out = tiled_rgb(frames, self.frames_to_float, plan)
             computed.record(self.compute_stream)
         with torch.cuda.stream(self.download_stream):
             self.download_stream.wait_event(computed)
@@ -78,5 +88,5 @@ class CudaRunner:
         slot.done.synchronize()
         return slot.host_out.numpy().copy()
 
-    def __call__(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
-        return self.collect(self.submit(rgb_u8_bhwc))
+    def __call__(self, rgb_u8_bhwc: np.ndarray, *, plan: TilePlan | None = None) -> np.ndarray:
+        return self.collect(self.submit(rgb_u8_bhwc, plan=plan))
