@@ -6,6 +6,8 @@ events, so while batch N is computed, batch N+1 is uploaded and batch N-1 downlo
 submits the next batch before it collects the previous one (``streamrain.pipeline.runner`` does).
 A batch submitted with a ``TilePlan`` is uploaded whole (uint8 is small) and derained tile by
 tile on the GPU (``streamrain.runtime.tiling``), so only one tile's activations are live at once.
+With ``timing`` set, each phase of a batch is bracketed by timing events, and ``timeline(handle)``
+gives its (start, end) in milliseconds on one clock (benchmarks/gpu_check.py reads it).
 Not testable on the CPU-only CI machine; kept deliberately small.
 """
 
@@ -27,10 +29,13 @@ class _Slot:
     done: torch.cuda.Event  # recorded when host_out holds the batch's result
 
 
+PHASES = ("upload", "compute", "download")
+
+
 class CudaRunner:
     slots = 2
 
-    def __init__(self, module: torch.nn.Module, dtype: torch.dtype, device: torch.device):
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype, device: torch.device, *, timing: bool = False):
         self.module = to_channels_last(module.to(device=device, dtype=dtype))
         self.dtype = dtype
         self.device = device
@@ -39,6 +44,24 @@ class CudaRunner:
         self.download_stream = torch.cuda.Stream(device)
         self._slots: list[_Slot | None] = [None] * self.slots
         self._next = 0
+        self.timing = timing
+        self._origin: torch.cuda.Event | None = None
+        self._marks: list[list[torch.cuda.Event]] = [[] for _ in range(self.slots)]
+
+    def _mark(self, marks: list, stream: torch.cuda.Stream) -> None:
+        if self.timing:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(stream)
+            marks.append(event)
+
+    def timeline(self, handle: int) -> dict[str, tuple[float, float]]:
+        """Each phase's (start, end) in ms from the first timed batch's upload, for the batch
+        ``handle`` last collected (``timing`` must have been set when it was submitted)."""
+        marks = self._marks[handle]
+        if len(marks) != 2 * len(PHASES) or self._origin is None:
+            raise RuntimeError("no timeline: set CudaRunner.timing before submitting the batch")
+        ms = [self._origin.elapsed_time(m) for m in marks]
+        return {phase: (ms[2 * i], ms[2 * i + 1]) for i, phase in enumerate(PHASES)}
 
     def _slot(self, index: int, shape: tuple[int, ...]) -> _Slot:
         slot = self._slots[index]
@@ -64,11 +87,18 @@ class CudaRunner:
         slot.done.synchronize()  # the slot's previous batch has left host_in and host_out
         slot.host_in.numpy()[...] = rgb_u8_bhwc
         uploaded, computed = torch.cuda.Event(), torch.cuda.Event()
+        marks = self._marks[index] = []
+        if self.timing and self._origin is None:
+            self._origin = torch.cuda.Event(enable_timing=True)
+            self._origin.record(self.upload_stream)
         with torch.cuda.stream(self.upload_stream):
+            self._mark(marks, self.upload_stream)
             frames = slot.host_in.to(self.device, non_blocking=True)
             uploaded.record(self.upload_stream)
+            self._mark(marks, self.upload_stream)
         with torch.cuda.stream(self.compute_stream), torch.inference_mode():
             self.compute_stream.wait_event(uploaded)
+            self._mark(marks, self.compute_stream)
             frames.record_stream(self.compute_stream)
             if plan is None:
                 y = self.frames_to_float(frames.permute(0, 3, 1, 2))
@@ -76,11 +106,14 @@ class CudaRunner:
             else:
                 out = tiled_rgb(frames, self.frames_to_float, plan)
             computed.record(self.compute_stream)
+            self._mark(marks, self.compute_stream)
         with torch.cuda.stream(self.download_stream):
             self.download_stream.wait_event(computed)
+            self._mark(marks, self.download_stream)
             out.record_stream(self.download_stream)
             slot.host_out.copy_(out, non_blocking=True)
             slot.done.record(self.download_stream)
+            self._mark(marks, self.download_stream)
         return index
 
     def collect(self, handle: int) -> np.ndarray:

@@ -44,6 +44,9 @@ from streamrain.runtime.wrapper import DerainModule
 
 log = logging.getLogger(__name__)
 
+# Activation bytes per pixel, measured once per process for each model, form, dtype and device.
+_BYTES_PER_PIXEL: dict[tuple, float] = {}
+
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Backend = Literal["eager", "compile", "tensorrt"]
@@ -91,7 +94,6 @@ class Derainer:
         self.tile = parse_tile(tile)
         self.tile_overlap = tile_overlap
         self._plans: dict[tuple, TilePlan | None] = {}
-        self._per_pixel: dict[YuvMatrix | None, float] = {}
         self._plan_lock = threading.Lock()
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
@@ -152,6 +154,11 @@ class Derainer:
     def device_label(self) -> str:
         label = f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}"
         return label if self.backend == "eager" else f"{label}:{self.backend}"
+
+    @property
+    def cuda_runner(self):
+        """The ``CudaRunner`` on CUDA (for instrumentation: benchmarks/gpu_check.py), else None."""
+        return None if self.device.type == "cpu" else self._run
 
     @property
     def accepts_yuv420(self) -> bool:
@@ -257,9 +264,12 @@ class Derainer:
         return plan
 
     def _bytes_per_pixel(self, yuv: YuvMatrix | None) -> float:
-        if yuv not in self._per_pixel:
-            self._per_pixel[yuv] = self._measure_bytes_per_pixel(yuv)
-        return self._per_pixel[yuv]
+        shape = sum(p.numel() for p in self._eager_module.parameters())  # a stand-in for its arguments
+        key = (self.name, self._eager_module.arch, type(self._eager_module.net).__name__, shape, self.dtype,
+               self.device.type, self._autocast if self.device.type == "cpu" else None, yuv)
+        if key not in _BYTES_PER_PIXEL:
+            _BYTES_PER_PIXEL[key] = self._measure_bytes_per_pixel(yuv)
+        return _BYTES_PER_PIXEL[key]
 
     def _measure_bytes_per_pixel(self, yuv: YuvMatrix | None) -> float:
         """Measured on a small frame (``streamrain.runtime.memory``) with the network in the form
