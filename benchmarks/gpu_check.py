@@ -197,7 +197,9 @@ def step_environment(settings: Settings) -> dict:
         props = torch.cuda.get_device_properties(0)
         free, total = torch.cuda.mem_get_info()
         info.update(gpu=props.name, capability=f"{props.major}.{props.minor}", gpu_total_mib=total >> 20,
-                    gpu_free_mib=free >> 20, cudnn=torch.backends.cudnn.version())
+                    gpu_free_mib=free >> 20, cudnn=torch.backends.cudnn.version(),
+                    # "fp32" convolutions run in TF32 where this is on (torch's default for cuDNN)
+                    cudnn_allow_tf32=torch.backends.cudnn.allow_tf32)
     elif not settings.dry_run:
         raise RuntimeError("torch sees no CUDA GPU; run with --dry-run on a CPU machine")
     return info

@@ -15,7 +15,7 @@ from streamrain.errors import ConfigError
 from streamrain.io.frames import YuvMatrix
 from streamrain.runtime import derainer as derainer_module
 from streamrain.runtime.derainer import Derainer
-from streamrain.runtime.memory import bytes_per_pixel
+from streamrain.runtime.memory import bytes_per_pixel, remembered
 from streamrain.runtime.tiling import TilePlan, feather, plan_for_budget, spans
 from streamrain.zoo import load_model
 
@@ -121,6 +121,17 @@ def test_activation_memory_is_measured_and_grows_with_the_frame(srnet):
         per_pixel.append(bytes_per_pixel(lambda x: module(x.float().div_(255)), frames, module=module))
     # float32 input and output alone are 24 bytes a pixel; the network's maps add to them.
     assert per_pixel[0] > 24 and per_pixel[1] == pytest.approx(per_pixel[0], rel=0.05)
+
+
+def test_measured_figures_are_remembered_on_disk(tmp_path):
+    cache, calls = tmp_path / "activation_memory.json", []
+    key = {"model": "m", "dtype": "torch.float32"}
+    first = remembered(key, lambda: calls.append(1) or 123.0, cache)
+    again = remembered(key, lambda: calls.append(1) or 999.0, cache)
+    assert first == again == 123.0 and len(calls) == 1
+    assert remembered({**key, "dtype": "torch.bfloat16"}, lambda: 61.0, cache) == 61.0
+    cache.write_text("not json")
+    assert remembered(key, lambda: 7.0, cache) == 7.0  # a damaged cache costs a measurement only
 
 
 def test_auto_tiles_when_a_frame_would_not_fit(srnet, monkeypatch):

@@ -37,14 +37,14 @@ from streamrain.errors import ModelError
 from streamrain.io.frames import YuvMatrix
 from streamrain.runtime.layout import to_channels_last
 from streamrain.runtime.malloc import keep_freed_memory
-from streamrain.runtime.memory import budget_bytes, bytes_per_pixel
+from streamrain.runtime.memory import budget_bytes, bytes_per_pixel, remembered
 from streamrain.runtime.tiling import (DEFAULT_OVERLAP, TileOption, TilePlan, parse_tile, plan_for_budget,
                                        tiled_i420, tiled_rgb)
 from streamrain.runtime.wrapper import DerainModule
 
 log = logging.getLogger(__name__)
 
-# Activation bytes per pixel, measured once per process for each model, form, dtype and device.
+# Activation bytes per pixel, measured once per model, form, dtype and device (and kept on disk).
 _BYTES_PER_PIXEL: dict[tuple, float] = {}
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -264,12 +264,17 @@ class Derainer:
         return plan
 
     def _bytes_per_pixel(self, yuv: YuvMatrix | None) -> float:
-        shape = sum(p.numel() for p in self._eager_module.parameters())  # a stand-in for its arguments
-        key = (self.name, self._eager_module.arch, type(self._eager_module.net).__name__, shape, self.dtype,
-               self.device.type, self._autocast if self.device.type == "cpu" else None, yuv)
-        if key not in _BYTES_PER_PIXEL:
-            _BYTES_PER_PIXEL[key] = self._measure_bytes_per_pixel(yuv)
-        return _BYTES_PER_PIXEL[key]
+        from streamrain.zoo import user_dir
+
+        key = {"model": self.name, "arch": self._eager_module.arch, "form": type(self._eager_module.net).__name__,
+               "params": sum(p.numel() for p in self._eager_module.parameters()),  # stands in for its arguments
+               "dtype": str(self.dtype), "device": self.device.type, "yuv420": yuv is not None,
+               "autocast": self._autocast if self.device.type == "cpu" else None}
+        in_process = tuple(sorted(key.items()))
+        if in_process not in _BYTES_PER_PIXEL:
+            _BYTES_PER_PIXEL[in_process] = remembered(key, lambda: self._measure_bytes_per_pixel(yuv),
+                                                      user_dir().parent / "activation_memory.json")
+        return _BYTES_PER_PIXEL[in_process]
 
     def _measure_bytes_per_pixel(self, yuv: YuvMatrix | None) -> float:
         """Measured on a small frame (``streamrain.runtime.memory``) with the network in the form
