@@ -73,6 +73,9 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="eager (default), torch.compile, or a TensorRT engine (CUDA)")
     p.add_argument("--batch", type=int, help="frames per model call")
     p.add_argument("--cpu-workers", type=int, help="CPU batches derained at once (default 2)")
+    p.add_argument("--tile", metavar="auto|N|off",
+                   help="large frames: auto (default) tiles a frame that would not fit in memory; "
+                        "N: tiles of N x N pixels; off: never tile")
     p.add_argument("--codec", help="video encoder (default: libx264, or libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=int, help="constant rate factor, lower is better; 0: lossless (default: "
                    "the encoder's, 18 for libx264)")
@@ -123,7 +126,7 @@ def _cmd_run(argv: list[str]) -> int:
     options = build_options(args.pipeline, model=args.model, device=args.device, precision=args.precision,
                             backend=args.backend, batch=args.batch, cpu_workers=args.cpu_workers, codec=args.codec,
                             crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, copy_audio=args.copy_audio,
-                            audio_codec=args.audio_codec, yuv420=args.yuv420)
+                            audio_codec=args.audio_codec, yuv420=args.yuv420, tile=args.tile)
     with _progress_bar(not args.no_progress) as bar:
         task = bar.add_task(Path(args.input).name[:40], total=None, fps=0.0)
 

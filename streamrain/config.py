@@ -8,7 +8,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Union
 
 from streamrain.errors import ConfigError
 
@@ -17,6 +17,24 @@ _CHOICES = {
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "backend": ("eager", "compile", "tensorrt"),
 }
+
+TileOption = Union[Literal["auto", "off"], int]
+# Tiles narrower than this cost more in overlap than they save.
+MIN_TILE = 64
+
+
+def parse_tile(value) -> TileOption:
+    """``"auto"``, ``"off"`` or a tile side in pixels (>= MIN_TILE), from an option or a flag's text."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
+        return value.strip().lower()
+    try:
+        side = int(value, 10) if isinstance(value, str) else value
+    except ValueError:
+        side = None
+    if isinstance(side, bool) or not isinstance(side, int) or side < MIN_TILE:
+        raise ConfigError(f"tile must be auto, off or a tile size in pixels of at least {MIN_TILE}; "
+                          f"got {value!r}")
+    return side
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,9 @@ class RunOptions:
     audio_codec: str = "auto"  # auto: copy when the container takes it, else its usual codec; copy; a name
     # Derain 4:2:0 video as decoded, without converting to RGB and back, where the model can.
     yuv420: bool = True
+    # Large frames: "auto" tiles a frame whose activations would not fit the device's memory
+    # budget; an integer is a tile side in pixels; "off" never tiles.
+    tile: TileOption = "auto"
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
@@ -53,6 +74,7 @@ class RunOptions:
         for name in ("codec", "preset", "pix_fmt", "audio_codec"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{name} must be a name or \"auto\"; got {getattr(self, name)!r}")
+        object.__setattr__(self, "tile", parse_tile(self.tile))
 
 
 # Tables that one command reads for itself and RunOptions skips: [live] is `streamrain preview`'s

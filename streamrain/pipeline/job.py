@@ -27,7 +27,7 @@ def make_derainer(options: RunOptions, *, live: bool = False) -> Derainer:
     """The derainer for ``options``. Live runs take one batch at a time on every core (latency)."""
     workers = 1 if live else (options.cpu_workers or DEFAULT_CPU_WORKERS)
     return Derainer(load_model(options.model), device=options.device, precision=options.precision,
-                    backend=options.backend, cpu_workers=workers)
+                    backend=options.backend, cpu_workers=workers, tile=options.tile)
 
 
 def usable_cores() -> int:
