@@ -6,10 +6,11 @@ its card, which `--precision auto` and `streamrain models list` read.
     python benchmarks/precision_verdicts.py --arch dpenet=../shared/data/official-weights/dpenet/Rain100L.pth \
         --arch spanet=../shared/data/official-weights/spanet/latest   # importable architectures
 
-A model is measured through the same CPU path users get (streamrain.train.precision), once in fp32
-and once in bf16, one after the other on 2 threads, on the first --pairs pairs of Rain100L (20 by
+A model is measured as `streamrain eval` scores (streamrain.train.precision), once in fp32 and once
+in bf16 (emulated in fp32 kernels on a CPU without native bf16, whose reference bf16 kernels are
+~20x slower), one after the other on 2 threads, on the first --pairs pairs of Rain100L (20 by
 default: a full pass of the big networks takes hours on two cores, and a loss of 0.05 dB shows on
-20 images as well as on 100); the card says which pairs. Bundled and user models get ``precision``, ``params`` and
+20 images as well as on 100; the bundled cards say what each was measured on). Bundled and user models get ``precision``, ``params`` and
 ``gmac_per_megapixel`` in ``NAME.json`` beside their weights; an architecture's verdict, measured
 with the authors' checkpoint imported into a temporary folder, goes into streamrain/archs/cards.json
 (with every architecture's cost at its default arguments), from which `streamrain models import`

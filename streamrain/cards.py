@@ -81,8 +81,15 @@ def precision_verdict(psnr_y: dict[str, float], *, measured_on: str) -> dict:
 
 
 def reduced_ok(card: dict) -> frozenset[str] | None:
-    """The reduced precisions a card allows by default; None when it holds no verdict."""
+    """The reduced precisions a card allows by default; None when it holds no verdict.
+
+    fp16 (the CUDA default) is allowed with bf16 unless it was measured itself: it rounds eight
+    times finer than bf16 (10 mantissa bits against 7), so weights that lose nothing in bf16 lose
+    less in fp16; the CPU cannot measure it (no fast fp16 kernels), a GPU check can."""
     verdict = card.get("precision")
     if not isinstance(verdict, dict) or not isinstance(verdict.get("reduced_ok"), list):
         return None
-    return frozenset(verdict["reduced_ok"])
+    allowed = set(verdict["reduced_ok"])
+    if "bf16" in allowed and "fp16" not in verdict.get("cost_db", {}):
+        allowed.add("fp16")
+    return frozenset(allowed)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import streamrain
-from streamrain.cards import PRECISION_THRESHOLD_DB, arch_cards, precision_verdict, read_card, update_card
+from streamrain.cards import (PRECISION_THRESHOLD_DB, arch_cards, precision_verdict, read_card, reduced_ok,
+                              update_card)
 from streamrain.cli import main
 from streamrain.modelinfo import cost
 from streamrain.runtime.derainer import Derainer, resolve_device, resolve_precision
@@ -56,6 +57,15 @@ def test_the_verdict_keeps_only_reduced_precisions_within_the_threshold():
     assert verdict["reduced_ok"] == ["fp16"] and verdict["cost_db"] == {"bf16": 0.1, "fp16": 0.01}
 
 
+def test_fp16_goes_with_bf16_unless_measured_itself():
+    assert reduced_ok({"precision": precision_verdict({"fp32": 30.0, "bf16": 29.99}, measured_on="x")}) == {
+        "bf16", "fp16"}
+    assert reduced_ok({"precision": precision_verdict({"fp32": 30.0, "bf16": 29.0}, measured_on="x")}) == set()
+    measured = precision_verdict({"fp32": 30.0, "bf16": 29.99, "fp16": 29.5}, measured_on="x")
+    assert reduced_ok({"precision": measured}) == {"bf16"}
+    assert reduced_ok({}) is None
+
+
 def test_auto_precision_follows_the_verdict_and_an_explicit_one_wins(monkeypatch):
     import streamrain.runtime.derainer as derainer_module
     monkeypatch.setattr(derainer_module, "cpu_has_bf16", lambda: True)
@@ -77,7 +87,7 @@ def test_a_user_models_card_sets_its_default_precision(home, monkeypatch):
     save_weights(weights, streamrain.archs.ARCHS["srnet"](**TINY_SRNET), arch="srnet", arch_args=TINY_SRNET)
     assert Derainer(streamrain.load_model("mine"), device="cpu").dtype == torch.float32  # no card yet
     update_card(weights, precision=precision_verdict({"fp32": 30.0, "bf16": 29.99}, measured_on="rain100l"))
-    assert resolve("mine").reduced_precisions == {"bf16"}
+    assert resolve("mine").reduced_precisions == {"bf16", "fp16"}
     assert Derainer(streamrain.load_model("mine"), device="cpu").dtype == torch.bfloat16
     assert Derainer(streamrain.load_model("mine"), device="cpu", precision="fp32").dtype == torch.float32
 
@@ -121,3 +131,31 @@ def test_models_list_json_says_the_precision_each_model_runs_in(capsys):
         expected = resolve_precision("auto", resolve_device("auto"), reduced_ok=resolve(weights.stem).reduced_precisions)
         assert rows[weights.stem]["precision"] == names[expected]
         assert rows[weights.stem]["precision_measured"] is True
+
+
+def test_emulated_bf16_rounds_every_result_and_stays_near_real_bf16():
+    from streamrain.train.precision import Bf16Emulated
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(inplace=True),
+                              torch.nn.Conv2d(8, 3, 3, padding=1)).eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        exact = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            real = net(x).float()
+        emulated = Bf16Emulated(net)(x)
+    assert torch.equal(emulated, emulated.bfloat16().float())  # bf16 values only
+    assert (emulated - real).abs().max() <= 2 * (real - exact).abs().max() + 1e-6
+    assert not torch.equal(emulated, exact)
+
+
+def test_measure_precision_writes_a_verdict_for_a_model(home):
+    from streamrain.train.precision import measure_precision
+    weights = home / "models" / "mine.safetensors"
+    save_weights(weights, streamrain.archs.ARCHS["srnet"](**TINY_SRNET), arch="srnet", arch_args=TINY_SRNET)
+    torch.manual_seed(0)
+    rainy, clean = (torch.randint(0, 256, (3, 24, 32), dtype=torch.uint8) for _ in range(2))
+    verdict = measure_precision("mine", [("a.png", lambda: (rainy, clean))], measured_on="rain100l, test",
+                                threads=1, emulate=True)
+    assert set(verdict["psnr_y"]) == {"fp32", "bf16"} and verdict["bf16"] == "emulated in fp32 kernels"
+    assert verdict["reduced_ok"] == (["bf16"] if verdict["cost_db"]["bf16"] <= PRECISION_THRESHOLD_DB else [])
