@@ -169,16 +169,32 @@ def _cmd_models(argv: list[str]) -> int:
     if args.json:
         out.print_json(json.dumps(rows))
         return 0
+    header = ("name", "arch", "params", "GMAC/MP", "weights", "default", "precision", "Rain100L PSNR-Y")
+    lines = [_model_row(r) for r in rows]
+    if not out.is_terminal:
+        # Piped or redirected: plain columns as wide as their widest cell, one model per line, so
+        # that nothing is cut or wrapped for the reader (a terminal gets rich's table).
+        widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
+        for cells in (header, *lines):
+            sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n")
+        return 0
     table = Table()
-    for col in ("name", "arch", "params", "GMAC/MP", "weights", "default", "Rain100L PSNR-Y"):
+    for col in header:
         table.add_column(col, no_wrap=True)
-    for r in rows:
-        metric = r["metrics"].get("rain100l_psnr_y")
-        table.add_row(r["name"], r["arch"], f"{r['params']:,}", f"{r['gmac_per_mp']:.1f}",
-                      "yes" if r["weights"] else "no", "*" if r["default"] else "",
-                      f"{metric:.2f}" if metric else "-")
+    for cells in lines:
+        table.add_row(*cells)
     out.print(table)
     return 0
+
+
+def _model_row(row: dict) -> tuple[str, ...]:
+    metric = row["metrics"].get("rain100l_psnr_y")
+    precision = row["precision"] or "-"
+    if row["precision"] and not row["precision_measured"]:
+        precision += " (not measured)"
+    return (row["name"], row["arch"], f"{row['params']:,}", f"{row['gmac_per_mp']:.1f}",
+            "yes" if row["weights"] else "no", "*" if row["default"] else "", precision,
+            f"{metric:.2f}" if metric else "-")
 
 
 # -- streamrain eval ------------------------------------------------------------------------------

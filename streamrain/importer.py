@@ -2,7 +2,11 @@
 
 The file is loaded with ``weights_only=True`` (no code from it runs), converted by the network's own
 ``convert_official_state_dict`` (which checks every key and shape), and saved as float32 safetensors
-in the user's model folder, so `--model NAME` and ``streamrain.load_model(NAME)`` find it.
+in the user's model folder, so `--model NAME` and ``streamrain.load_model(NAME)`` find it. Beside it
+goes a card (streamrain.cards) with the architecture's cost and precision verdict, measured once
+with the authors' own checkpoints (benchmarks/precision_verdicts.py --arch) and kept in
+streamrain/archs/cards.json: an import has no test data to measure with, and the verdict is a
+property of the network's arithmetic far more than of one training run's weights.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import torch
 
 from streamrain.archs import ARCHS, dpenet, spanet
+from streamrain.cards import arch_cards, card_path, write_json
 from streamrain.errors import ModelError
 from streamrain.weights import save_weights, sha256
 from streamrain.zoo import user_dir
@@ -41,6 +46,7 @@ def import_checkpoint(arch: str, path: Path, *, name: str) -> Path:
     net = ARCHS[arch]()
     net.load_state_dict(state, strict=True)
     target = user_dir() / f"{name}.safetensors"
-    save_weights(target, net, arch=arch, arch_args={}, dtype=torch.float32,
-                 extra={"source": path.name, "source_sha256": sha256(path)})
+    source = {"source": path.name, "source_sha256": sha256(path)}
+    save_weights(target, net, arch=arch, arch_args={}, dtype=torch.float32, extra=source)
+    write_json(card_path(target), {"name": name, "arch": arch, **source, **arch_cards().get(arch, {})})
     return target

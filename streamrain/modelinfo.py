@@ -1,18 +1,24 @@
-"""What `streamrain models list` shows: size and cost of each model, computed without running it."""
+"""What `streamrain models list` shows: each model's size, cost and the precision it runs in, read
+from the figures stored in its card (streamrain.cards) rather than recomputed, so listing stays fast.
+
+``cost`` counts the figures live; it runs once per set of weights (benchmarks/precision_verdicts.py
+for bundled models, the importer and the trainer for users'), and here only for weights that carry
+no stored figures (a file made by hand).
+"""
 
 from __future__ import annotations
 
 import json
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from streamrain.archs import ARCHS
+from streamrain.runtime.derainer import resolve_device, resolve_precision
 from streamrain.weights import WeightsError, read_metadata
-from streamrain.zoo import catalog
+from streamrain.zoo import ModelEntry, catalog
 
 
-def _arch_args(entry) -> dict:
+def _arch_args(entry: ModelEntry) -> dict:
     if entry.weights is None:
         return {}
     try:
@@ -22,7 +28,10 @@ def _arch_args(entry) -> dict:
 
 
 def cost(arch: str, arch_args: dict) -> tuple[int, float]:
-    """(parameters, GMAC per megapixel), counted on the meta device: no memory, no compute."""
+    """(parameters, GMAC per megapixel), counted on the meta device: no memory, no compute, but a
+    full trace of the network (seconds for the big ones)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     with torch.device("meta"):
         net = ARCHS[arch](**arch_args)
         side = max(128, int(getattr(net, "pad_multiple", 1)))
@@ -34,13 +43,35 @@ def cost(arch: str, arch_args: dict) -> tuple[int, float]:
     return params, macs / (side * side) * 1e6 / 1e9
 
 
+def _stored_cost(entry: ModelEntry) -> tuple[int, float]:
+    params, gmac = entry.card.get("params"), entry.card.get("gmac_per_megapixel")
+    if isinstance(params, int) and isinstance(gmac, (int, float)):
+        return params, float(gmac)
+    return cost(entry.arch, _arch_args(entry))
+
+
+def _auto_precision(entry: ModelEntry, device: torch.device) -> str | None:
+    """What `--precision auto` runs the model in on ``device``; None for a weightless entry whose
+    architecture has no verdict to go by."""
+    if entry.weights is None and entry.reduced_precisions is None:
+        return None
+    dtype = resolve_precision("auto", device, reduced_ok=entry.reduced_precisions)
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def describe_models() -> list[dict]:
+    """One row per known model, in name order: ``name``, ``arch``, ``params``, ``gmac_per_mp``,
+    ``weights``, ``default``, ``precision`` (the default precision on this machine's default device),
+    ``precision_measured``, ``metrics``, ``how_to_get``."""
+    device = resolve_device("auto")
     rows = []
     for name, entry in sorted(catalog().items()):
         if entry.arch not in ARCHS:
             continue
-        params, gmac = cost(entry.arch, _arch_args(entry))
+        params, gmac = _stored_cost(entry)
         rows.append({"name": name, "arch": entry.arch, "params": params, "gmac_per_mp": round(gmac, 2),
                      "weights": entry.weights is not None, "default": entry.default,
+                     "precision": _auto_precision(entry, device),
+                     "precision_measured": entry.reduced_precisions is not None,
                      "metrics": entry.metrics, "how_to_get": entry.how_to_get})
     return rows

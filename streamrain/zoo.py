@@ -1,13 +1,13 @@
 """Model names -> architecture, weight file and what is known about them.
 
 Bundled weights live in ``streamrain/weights/`` (package data, so an installed copy works offline),
-each ``NAME.safetensors`` with an optional ``NAME.json`` of measured metrics. Weights a user imports or
-trains go to ``$STREAMRAIN_HOME/models`` (default: the user's cache folder), with the same layout.
+each ``NAME.safetensors`` with an optional ``NAME.json`` card (streamrain.cards: measured metrics,
+cost, precision verdict). Weights a user imports or trains go to ``$STREAMRAIN_HOME/models``
+(default: the user's cache folder), with the same layout.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from streamrain.archs import ARCHS
+from streamrain.cards import arch_cards, read_card, reduced_ok
 from streamrain.errors import ModelError
 from streamrain.runtime.wrapper import DerainModule
 from streamrain.weights import WeightsError, build_from_weights, read_metadata
@@ -40,25 +41,43 @@ def user_dir() -> Path:
     return Path(cache) / "streamrain" / "models"
 
 
+# Keys of a card that a weight file's own header may carry instead (the trainer writes them there).
+_HEADER_CARD_KEYS = {"params": int, "gmac_per_megapixel": float}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     arch: str
     weights: Path | None
     default: bool = False
-    metrics: dict = field(default_factory=dict)
+    card: dict = field(default_factory=dict)  # streamrain.cards; for a weightless entry, its arch's
     how_to_get: str = ""
+
+    @property
+    def metrics(self) -> dict:
+        return self.card.get("metrics", {})
+
+    @property
+    def reduced_precisions(self) -> frozenset[str] | None:
+        """The reduced precisions these weights run in without losing quality; None: not measured."""
+        return reduced_ok(self.card)
 
 
 def _entry_from_file(path: Path) -> ModelEntry:
     name = path.name.removesuffix(".safetensors")
     try:
-        arch = read_metadata(path).get("arch", "?")
+        header = read_metadata(path)
     except WeightsError:
-        arch = "?"
-    card = path.with_suffix(".json")
-    metrics = json.loads(card.read_text()).get("metrics", {}) if card.exists() else {}
-    return ModelEntry(name, arch, path, default=name == DEFAULT_MODEL, metrics=metrics)
+        header = {}
+    card = {}
+    for key, kind in _HEADER_CARD_KEYS.items():
+        try:
+            card[key] = kind(header[key])
+        except (KeyError, ValueError):
+            pass
+    card.update(read_card(path))
+    return ModelEntry(name, header.get("arch", "?"), path, default=name == DEFAULT_MODEL, card=card)
 
 
 def catalog() -> dict[str, ModelEntry]:
@@ -71,9 +90,10 @@ def catalog() -> dict[str, ModelEntry]:
                 entry = _entry_from_file(path)
                 entries[entry.name] = entry
     with_weights = {e.arch for e in entries.values()}
+    published = arch_cards()
     for arch, how in _HOW_TO_GET.items():
         if arch in ARCHS and arch not in with_weights and arch not in entries:
-            entries[arch] = ModelEntry(arch, arch, None, how_to_get=how)
+            entries[arch] = ModelEntry(arch, arch, None, card=published.get(arch, {}), how_to_get=how)
     return entries
 
 
@@ -110,4 +130,5 @@ def load_model(name: str | None = None, *, device: str = "cpu") -> torch.nn.Modu
         net = build_from_weights(entry.weights)
     except WeightsError as exc:
         raise ModelError(str(exc)) from exc
-    return DerainModule(net, name=entry.name, arch=entry.arch).to(device).eval()
+    return DerainModule(net, name=entry.name, arch=entry.arch,
+                        reduced_precisions=entry.reduced_precisions).to(device).eval()

@@ -132,7 +132,11 @@ def test_export_writes_the_checkpoints_weights_mid_run(tiny_recipe, tmp_path):
     trainer = Trainer(tiny_recipe, tmp_path / "run", max_steps=7)
     trainer.run()
     assert export_checkpoint(tiny_recipe, tmp_path / "run", tmp_path / "early.safetensors") == 7
-    assert read_metadata(tmp_path / "early.safetensors")["steps"] == "7"
+    header = read_metadata(tmp_path / "early.safetensors")
+    assert header["steps"] == "7"
+    # the cost `models list` shows, stored once (users copy only the .safetensors file)
+    assert int(header["params"]) == sum(p.numel() for p in trainer.model.parameters())
+    assert float(header["gmac_per_megapixel"]) > 0
     exported = build_from_weights(tmp_path / "early.safetensors").state_dict()
     for name, value in trainer.model.state_dict().items():
         assert torch.allclose(exported[name], value.half().float())

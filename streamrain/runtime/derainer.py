@@ -3,7 +3,8 @@
 Layout: ``rgb_u8_bhwc`` numpy uint8 ``(B, H, W, 3)``. On the CPU the batch is viewed as a
 channels_last ``(B, 3, H, W)`` tensor without a copy and run in bf16 where the CPU has native bf16
 (AVX-512 BF16 / AMX): in the network's own inference form where it has one, else under autocast.
-On CUDA it goes through pinned staging buffers and a copy stream, in fp16.
+On CUDA it goes through pinned staging buffers and a copy stream, in fp16. Either reduced precision
+is the default only for weights measured to lose no quality in it (``resolve_precision``).
 
 Offline runs on the CPU use ``cpu_workers`` batches in flight, each on its share of the cores
 (``submit``/``collect``), instead of one batch on all of them: measured on 2 cores, two
@@ -69,13 +70,18 @@ def resolve_device(device: Device) -> torch.device:
     return torch.device(device)
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
+def resolve_precision(precision: Precision, device: torch.device, *,
+                      reduced_ok: frozenset[str] | None = None) -> torch.dtype:
+    """The dtype to run in. An explicit precision is taken as given. ``auto`` takes the device's fast
+    precision (fp16 on CUDA, bf16 on a CPU with native bf16) only where the weights' precision
+    verdict (``reduced_ok``, from their card: streamrain.cards) says it costs no quality, and fp32
+    otherwise, including for weights that were never measured: the default must not cost quality
+    (DPENet in bf16 reproduces its authors' output to only ~44 dB, in fp32 to ~99 dB)."""
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ModelError(f"unknown precision {precision!r}; allowed: auto, fp32, bf16, fp16")
     if precision == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+        fast = "fp16" if device.type == "cuda" else "bf16" if cpu_has_bf16() else "fp32"
+        precision = fast if fast in (reduced_ok or ()) else "fp32"
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -96,7 +102,8 @@ class Derainer:
         self._plans: dict[tuple, TilePlan | None] = {}
         self._plan_lock = threading.Lock()
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device,
+                                       reduced_ok=getattr(module, "reduced_precisions", None))
         self.module = module.eval().to(self.device)
         self.name = module.name
         self.backend = backend
@@ -133,7 +140,8 @@ class Derainer:
                 self._yuv420_form = self.module.net.yuv420_form
             if inference_form is not None and self.backend == "eager":
                 # A new wrapper: the caller's module keeps its own (trainable, float32) network.
-                self.module = DerainModule(inference_form(self.dtype), name=self.name, arch=module.arch)
+                self.module = DerainModule(inference_form(self.dtype), name=self.name, arch=module.arch,
+                                           reduced_precisions=getattr(module, "reduced_precisions", None))
                 self._eager_module = self.module
                 self._autocast = False
             to_channels_last(self.module)

@@ -4,6 +4,10 @@ Takes float32 RGB ``(B, 3, H, W)`` in [0, 1] of any size and returns the same sh
 required size multiple is reached by padding (reflect where the image is large enough, replicate
 otherwise) and cropped back; networks trained on BGR get their channels flipped on the way in and
 out; outputs are clamped to [0, 1] where the network does not clamp itself.
+
+``reduced_precisions`` is what is known of the weights' precision (their card's verdict): the
+reduced precisions (``"bf16"``, ``"fp16"``) measured to cost no quality, or None where nothing was
+measured; the runtime's ``--precision auto`` follows it.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from torch import nn
 
 
 class DerainModule(nn.Module):
-    def __init__(self, net: nn.Module, *, name: str, arch: str):
+    def __init__(self, net: nn.Module, *, name: str, arch: str,
+                 reduced_precisions: frozenset[str] | None = None):
         super().__init__()
+        self.reduced_precisions = reduced_precisions
         self.net = net
         self.name = name
         self.arch = arch

@@ -287,7 +287,7 @@ class Trainer:
 
     def export(self, path: Path) -> None:
         save_weights(path, self.model, arch=self.recipe.arch, arch_args=self.recipe.arch_args,
-                     extra={"recipe": self.recipe.name, "steps": str(self.step)})
+                     extra={"recipe": self.recipe.name, "steps": str(self.step), **_cost_header(self.recipe)})
 
 
 def export_checkpoint(recipe: Recipe, run_dir: Path, path: Path) -> int:
@@ -303,5 +303,14 @@ def export_checkpoint(recipe: Recipe, run_dir: Path, path: Path) -> int:
     model = ARCHS[recipe.arch](**recipe.arch_args)
     model.load_state_dict(state["model"])
     save_weights(path, model, arch=recipe.arch, arch_args=recipe.arch_args,
-                 extra={"recipe": recipe.name, "steps": str(state["step"])})
+                 extra={"recipe": recipe.name, "steps": str(state["step"]), **_cost_header(recipe)})
     return state["step"]
+
+
+def _cost_header(recipe: Recipe) -> dict[str, str]:
+    """The network's cost for the weight file's header, counted once here so that `models list`
+    reads it instead of tracing the network (users copy only the .safetensors file)."""
+    from streamrain.modelinfo import cost
+
+    params, gmac = cost(recipe.arch, recipe.arch_args)
+    return {"params": str(params), "gmac_per_megapixel": f"{gmac:.2f}"}
