@@ -38,6 +38,8 @@ class RunOptions:
     audio_codec: str = "auto"  # auto: copy when the container takes it, else its usual codec; copy; a name
     # Derain 4:2:0 video as decoded, without converting to RGB and back, where the model can.
     yuv420: bool = True
+    # A temporal model without look-ahead (as live previews always run it): no output waits for later frames.
+    causal: bool = False
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
