@@ -147,11 +147,11 @@ def test_cpu_workers_overlap_batches_and_give_the_same_frames():
 
 
 def test_each_frame_s_features_are_computed_once():
-    net = small_trnet()
+    derainer = derainer_for(small_trnet())
     computed = []
-    features = net.features
-    net.features = lambda x: computed.append(len(x)) or features(x)
-    out, _ = run_stream(derainer_for(net), moving_clip(10), batch=3)
+    features = derainer.net.features  # the network the runtime runs (its inference form)
+    derainer.net.features = lambda x: computed.append(len(x)) or features(x)
+    out, _ = run_stream(derainer, moving_clip(10), batch=3)
     assert len(out) == 10 and sum(computed) == 10  # not 10 x window
 
 
@@ -266,6 +266,18 @@ def test_causal_mode_never_reads_a_frame_after_t(policy):
     assert [f.index for f in sink.frames] == list(range(6))
     assert [f.pts for f in sink.frames] == [t * 40 for t in range(6)]
     assert max_delta(np.stack([f.rgb_u8 for f in sink.frames]), reference(net, clip, causal=True)) <= 1
+
+
+def test_inference_form_is_the_training_form_in_fp32():
+    net = small_trnet()
+    folded = net.inference_form(torch.float32)
+    x = (torch.from_numpy(moving_clip(7)).permute(0, 3, 1, 2).float() / 255).contiguous(
+        memory_format=torch.channels_last)
+    windows = [window(t, first=0, last=6, past=2, future=2) for t in range(7)]
+    with torch.inference_mode():
+        expected = net.fuse_windows(x, net.features(x), windows)
+        got = folded.fuse_windows(x, folded.features(x), windows)
+    assert (expected - x).abs().max() > 0.05 and torch.allclose(got, expected, atol=1e-5)
 
 
 def test_temporal_derainer_refuses_other_backends():

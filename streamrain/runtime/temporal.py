@@ -103,8 +103,13 @@ class TemporalDerainer:
         self._all_threads = torch.get_num_threads()
         self._worker_threads = max(1, self._all_threads // cpu_workers)
         if self.device.type == "cpu":
-            # Autocast in bf16 where the CPU has it; otherwise the network runs in float32.
+            # The network's inference form where it has one (it computes in the dtype itself), as
+            # Derainer does; else autocast in bf16 where the CPU has it.
             self._autocast = self.dtype == torch.bfloat16
+            inference_form = getattr(self.net, "inference_form", None)
+            if inference_form is not None:
+                self.net = inference_form(self.dtype).eval()
+                self._autocast = False
             to_channels_last(self.net)
             keep_freed_memory()
             if cpu_workers > 1:
@@ -185,18 +190,22 @@ class TemporalDerainer:
                 frame.ready.set()
 
     def _fuse(self, outputs: list[tuple[object, list[_Frame]]], size: tuple[int, int]) -> list:
+        # The centres first (each output's own frame, all different), then the other neighbours:
+        # the fusion reads the pixels and half-resolution features of the centres only, so only
+        # theirs are gathered.
         order: dict[int, int] = {}
         frames: list[_Frame] = []
-        for _, slots in outputs:
-            for frame in slots:
-                if id(frame) not in order:
-                    frame.ready.wait()  # computed by this batch or one that started before it
-                    if frame.error is not None:
-                        raise ModelError(f"an earlier batch failed: {frame.error}") from frame.error
-                    order[id(frame)] = len(frames)
-                    frames.append(frame)
-        feats = FrameFeatures(*(torch.cat(parts) for parts in zip(*(f.features for f in frames))))
-        pixels = torch.cat([f.pixels for f in frames])
+        for frame in [slots[self.past] for _, slots in outputs] + [f for _, slots in outputs for f in slots]:
+            if id(frame) not in order:
+                frame.ready.wait()  # computed by this batch or one that started before it
+                if frame.error is not None:
+                    raise ModelError(f"an earlier batch failed: {frame.error}") from frame.error
+                order[id(frame)] = len(frames)
+                frames.append(frame)
+        centres = frames[:len(outputs)]
+        gathered = [torch.cat(parts) for parts in zip(*(f.features[1:] for f in frames))]
+        feats = FrameFeatures(torch.cat([f.features.half for f in centres]), *gathered)
+        pixels = torch.cat([f.pixels for f in centres])
         windows = [[order[id(frame)] for frame in slots] for _, slots in outputs]
         out = self.net.fuse_windows(pixels, feats, windows)[..., :size[0], :size[1]]
         out_u8 = out.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
