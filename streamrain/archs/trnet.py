@@ -26,9 +26,13 @@ causal mode cost less. **Causal mode** is the same weights with every future slo
 exactly what the last frame of a shot sees, so one checkpoint serves offline (look-ahead ``future``
 frames) and live use (no look-ahead).
 
-Cost with the default arguments, per output frame with the per-frame features counted once:
-11.3 GMAC per megapixel (SRNet-v3: 9.65), plus four ``grid_sample`` of 24 channels at quarter
-resolution (measured here at about a quarter of one quarter-resolution 3x3 convolution each).
+Cost with the default arguments, per output frame with the per-frame features counted once
+(``streamrain.modelinfo.cost``): 10.5 GMAC per megapixel (SRNet-v3: 9.65), plus four ``grid_sample``
+of 24 channels at quarter resolution, which the counter leaves out (measured here with 48 channels:
+each about a quarter of one 48-channel 3x3 convolution at quarter resolution). Why values of 24
+channels rather than the 48 features: warping costs per channel, and with 48 the four warps cost
+about a whole convolution.
+Measured at 640x360 on a 2-core CPU without bf16: ~1.4x SRNet-v3's CPU time per frame.
 
 Tensor contract: frames float32 RGB ``(N, 3, H, W)`` in [0, 1], H and W multiples of 4. Windows are
 rows of ``past + 1 + future`` indices into the N frames, the centre (frame t) at position ``past``.
@@ -218,8 +222,8 @@ class FoldedTRNet(_Alignment):
     """TRNet for CPU inference, as ``FoldedSRNet`` is for SRNet: the same ``features`` and
     ``fuse_windows`` (exactly so in fp32), with the space-to-depth steps folded into stride-2
     convolutions and ``up`` into a transposed one, weights cast to ``dtype`` and packed once, and
-    ReLUs and residual adds done inside the convolutions (``FrozenConv``). Measured on this
-    project's CPU (fp32, 640x360): ~20 % less time per frame than the training form. Takes and
+    ReLUs and residual adds done inside the convolutions (``FrozenConv``). Measured on a 2-core
+    CPU (fp32, 640x360, one thread): ~15 % less time per frame than the training form. Takes and
     returns float32; computes in ``dtype``. A frozen copy: build it again after training."""
 
     temporal = True
