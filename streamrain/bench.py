@@ -90,17 +90,21 @@ def _decode_all(clip: Path, keep_yuv420: bool = False):
 
 
 def _time_derain(derainer, decoded, batch: int) -> float:
-    """The derain stage alone, fed as the pipeline feeds it: up to ``max_in_flight`` batches at once."""
+    """The derain stage alone, fed as the pipeline feeds it: up to ``max_in_flight`` batches at once
+    (a temporal derainer's through one stream, flushed at the end)."""
     batches = [(np.stack([f.pixels for f in decoded[i:i + batch]]), layout_of(decoded[i]))
                for i in range(0, len(decoded), batch)]
+    runner = derainer.stream() if getattr(derainer, "temporal", False) else derainer
     in_flight: deque = deque()
     t0 = time.perf_counter()
     for frames, layout in batches:
-        in_flight.append(derainer.submit(frames, **layout))
+        in_flight.append(runner.submit(frames, **layout))
         if len(in_flight) >= getattr(derainer, "max_in_flight", 1):
-            derainer.collect(in_flight.popleft())
+            runner.collect(in_flight.popleft())
     while in_flight:
-        derainer.collect(in_flight.popleft())
+        runner.collect(in_flight.popleft())
+    if runner is not derainer:
+        runner.flush()
     return len(decoded) / (time.perf_counter() - t0)
 
 
@@ -124,8 +128,9 @@ def bench(derainer: Derainer, *, clip: Path | None = None, width: int = 640, hei
         first = _decode_all(clip, keep_yuv420)[0][0]
         warm, layout = np.stack([first.pixels] * options.batch), layout_of(first)
         # Warm-up (kernels, caches, thread pools) on every worker and on the calling thread.
-        for handle in [derainer.submit(warm, **layout) for _ in range(getattr(derainer, "max_in_flight", 1))]:
-            derainer.collect(handle)
+        runner = derainer.stream() if getattr(derainer, "temporal", False) else derainer
+        for handle in [runner.submit(warm, **layout) for _ in range(getattr(derainer, "max_in_flight", 1))]:
+            runner.collect(handle)
         derainer(warm, **layout)
         runs = {"decode": [], "derain": [], "encode": [], "end_to_end": []}
         cpu_ms = {name: [] for name in runs}

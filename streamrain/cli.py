@@ -90,6 +90,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb", dest="yuv420", action="store_const", const=False,
                    help="convert every frame to RGB for the model (by default a model that can, "
                         "the bundled one does, derains 4:2:0 video as decoded)")
+    p.add_argument("--causal", action="store_const", const=True,
+                   help="a temporal model without look-ahead: each frame from itself and earlier ones only")
     p.add_argument("--pipeline", type=Path, help="TOML preset of these options (see pipelines/)")
     p.add_argument("--stats-json", type=Path, help="write run statistics as JSON to this path")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -126,7 +128,8 @@ def _cmd_run(argv: list[str]) -> int:
     options = build_options(args.pipeline, model=args.model, device=args.device, precision=args.precision,
                             backend=args.backend, batch=args.batch, cpu_workers=args.cpu_workers, codec=args.codec,
                             crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, copy_audio=args.copy_audio,
-                            audio_codec=args.audio_codec, yuv420=args.yuv420, tile=args.tile)
+                            audio_codec=args.audio_codec, yuv420=args.yuv420, tile=args.tile,
+                            causal=args.causal)
     with _progress_bar(not args.no_progress) as bar:
         task = bar.add_task(Path(args.input).name[:40], total=None, fps=0.0)
 
@@ -169,7 +172,8 @@ def _cmd_models(argv: list[str]) -> int:
     if args.json:
         out.print_json(json.dumps(rows))
         return 0
-    header = ("name", "arch", "params", "GMAC/MP", "weights", "default", "precision", "Rain100L PSNR-Y")
+    header = ("name", "arch", "params", "GMAC/MP", "weights", "default", "precision", "temporal",
+              "Rain100L PSNR-Y")
     lines = [_model_row(r) for r in rows]
     if not out.is_terminal:
         # Piped or redirected: plain columns as wide as their widest cell, one model per line, so
@@ -194,7 +198,7 @@ def _model_row(row: dict) -> tuple[str, ...]:
         precision += " (not measured)"
     return (row["name"], row["arch"], f"{row['params']:,}", f"{row['gmac_per_mp']:.1f}",
             "yes" if row["weights"] else "no", "*" if row["default"] else "", precision,
-            f"{metric:.2f}" if metric else "-")
+            "yes" if row["temporal"] else "", f"{metric:.2f}" if metric else "-")
 
 
 # -- streamrain eval ------------------------------------------------------------------------------
@@ -444,6 +448,8 @@ def _cmd_bench(argv: list[str]) -> int:
     p.add_argument("--cpu-workers", type=int, help="CPU batches derained at once (default 2)")
     p.add_argument("--rgb", dest="yuv420", action="store_const", const=False,
                    help="convert frames to RGB for the model, as `streamrain --rgb` does")
+    p.add_argument("--causal", action="store_const", const=True,
+                   help="a temporal model in causal mode (no look-ahead)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; medians are reported")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -460,7 +466,8 @@ def _cmd_bench(argv: list[str]) -> int:
     except ValueError:
         raise ConfigError(f"--size must look like 640x360; got {args.size!r}") from None
     options = build_options(model=args.model, batch=args.batch, device=args.device, precision=args.precision,
-                            backend=args.backend, cpu_workers=args.cpu_workers, yuv420=args.yuv420)
+                            backend=args.backend, cpu_workers=args.cpu_workers, yuv420=args.yuv420,
+                            causal=args.causal)
     derainer = make_derainer(options)
     with err.status("benchmarking..."):
         result = bench(derainer, clip=args.input, width=width, height=height, frames=args.frames,

@@ -59,6 +59,8 @@ class RunOptions:
     # Large frames: "auto" tiles a frame whose activations would not fit the device's memory
     # budget; an integer is a tile side in pixels; "off" never tiles.
     tile: TileOption = "auto"
+    # A temporal model without look-ahead (as live previews always run it): no output waits for later frames.
+    causal: bool = False
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():

@@ -29,17 +29,15 @@ def _arch_args(entry: ModelEntry) -> dict:
 
 def cost(arch: str, arch_args: dict) -> tuple[int, float]:
     """(parameters, GMAC per megapixel), counted on the meta device: no memory, no compute, but a
-    full trace of the network (seconds for the big ones)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    full trace of the network (seconds for the big ones). A temporal network's cost is per output
+    frame inside a long clip, per-frame features counted once: a clip one frame longer than its
+    window costs that much more than one frame shorter."""
     with torch.device("meta"):
         net = ARCHS[arch](**arch_args)
         side = max(128, int(getattr(net, "pad_multiple", 1)))
-        x = torch.empty(1, 3, side, side)
-        with FlopCounterMode(display=False) as counter:
-            net(x)
+        frames = 2 * (net.past + net.future) + 2 if getattr(net, "temporal", False) else 1
+        macs = _macs(net, frames, side) - (_macs(net, frames - 1, side) if frames > 1 else 0)
     params = sum(p.numel() for p in net.parameters())
-    macs = counter.get_total_flops() / 2
     return params, macs / (side * side) * 1e6 / 1e9
 
 
@@ -59,6 +57,14 @@ def _auto_precision(entry: ModelEntry, device: torch.device) -> str | None:
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
+def _macs(net, frames: int, side: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        net(torch.empty(frames, 3, side, side))
+    return counter.get_total_flops() / 2
+
+
 def describe_models() -> list[dict]:
     """One row per known model, in name order: ``name``, ``arch``, ``params``, ``gmac_per_mp``,
     ``weights``, ``default``, ``precision`` (the default precision on this machine's default device),
@@ -73,5 +79,6 @@ def describe_models() -> list[dict]:
                      "weights": entry.weights is not None, "default": entry.default,
                      "precision": _auto_precision(entry, device),
                      "precision_measured": entry.reduced_precisions is not None,
+                     "temporal": bool(getattr(ARCHS[entry.arch], "temporal", False)),
                      "metrics": entry.metrics, "how_to_get": entry.how_to_get})
     return rows

@@ -13,9 +13,11 @@ from streamrain.archs.remaen import ReMAEN
 from streamrain.archs.sdsen import SDSEN
 from streamrain.archs.spanet import SPANet
 from streamrain.archs.srnet import SRNet
+from streamrain.archs.trnet import TRNet
 
 ARCHS: dict[str, type] = {
     "srnet": SRNet,
+    "trnet": TRNet,
     "aimhnet": AIMHNet,
     "remaen": ReMAEN,
     "dpenet": DPENet,

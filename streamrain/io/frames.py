@@ -55,6 +55,7 @@ class Frame:
     captured_s: float = 0.0  # monotonic clock when decoded, for live latency
     yuv420_u8: np.ndarray | None = None
     yuv: YuvMatrix | None = None
+    discontinuity: bool = False  # the source knows this frame does not follow the last (a reconnect)
 
     @property
     def pts_s(self) -> float:

@@ -85,6 +85,7 @@ class LiveSource:
         first_pts_s = 0.0
         last_pts = -1
         deadline = None
+        reconnected = False  # the next frame follows a reconnection: a temporal model's window restarts
         while self._current is not None:
             reason = "the stream stopped"
             try:
@@ -105,7 +106,8 @@ class LiveSource:
                         return
                     last_pts = max(last_pts + 1, round((captured_s - t0_s) * 1000))
                     frame = replace(item, pts=last_pts, time_base=WALL_TIME_BASE, index=self.frames,
-                                    captured_s=captured_s)
+                                    captured_s=captured_s, discontinuity=reconnected)
+                    reconnected = False
                     self.frames += 1
                     if self.on_frame:
                         self.on_frame(frame)
@@ -119,6 +121,7 @@ class LiveSource:
             if not self.reconnectable or self._ended(deadline):
                 return
             self._current = self._reconnect(reason, deadline)
+            reconnected = True
 
     def _reconnect(self, reason: str, deadline: float | None) -> VideoSource | None:
         """A new connection, or None when the session ends first or the attempts run out.

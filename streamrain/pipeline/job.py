@@ -15,6 +15,7 @@ from streamrain.io.source import VideoSource, parse_source
 from streamrain.pipeline.runner import Pipeline
 from streamrain.pipeline.stats import RunStats
 from streamrain.runtime.derainer import Derainer
+from streamrain.runtime.temporal import TemporalDerainer, is_temporal
 from streamrain.zoo import load_model
 
 
@@ -23,10 +24,15 @@ from streamrain.zoo import load_model
 DEFAULT_CPU_WORKERS = 2
 
 
-def make_derainer(options: RunOptions, *, live: bool = False) -> Derainer:
-    """The derainer for ``options``. Live runs take one batch at a time on every core (latency)."""
+def make_derainer(options: RunOptions, *, live: bool = False) -> Derainer | TemporalDerainer:
+    """The derainer for ``options``. Live runs take one batch at a time on every core (latency),
+    and a temporal model runs causal there (no look-ahead)."""
     workers = 1 if live else (options.cpu_workers or DEFAULT_CPU_WORKERS)
-    return Derainer(load_model(options.model), device=options.device, precision=options.precision,
+    module = load_model(options.model)
+    if is_temporal(module):
+        return TemporalDerainer(module, device=options.device, precision=options.precision,
+                                backend=options.backend, cpu_workers=workers, causal=live or options.causal)
+    return Derainer(module, device=options.device, precision=options.precision,
                     backend=options.backend, cpu_workers=workers, tile=options.tile)
 
 

@@ -8,6 +8,11 @@ frame is dropped (and counted) so that what comes out is always recent.
 With ``keep_yuv420`` the source keeps 4:2:0 frames as decoded and the derainer gets them with
 their colour matrix (``Derainer.accepts_yuv420``); batches never mix layouts, sizes or matrices.
 
+A temporal derainer (``TemporalDerainer``: ``derain.temporal``) keeps its window in a stream of its
+own for this run: a batch's call returns the frames it completed, with their own ``Frame``s (so
+pts and index are theirs), possibly of earlier batches; the end of the input flushes the rest.
+Live runs ask for its causal mode: no frame waits for a later one.
+
 The first exception in any stage stops every stage (each notices within a fraction of a second) and
 is re-raised by ``run()``; so is KeyboardInterrupt. The sink is aborted on any failure.
 """
@@ -63,6 +68,8 @@ class Pipeline:
         # Live runs keep one batch at a time: a batch held in flight would be added latency.
         self._max_in_flight = getattr(derain, "max_in_flight", 1) if policy == "offline" else 1
         self._in_flight: deque = deque()
+        self._stream = (derain.stream(causal=True if policy == "live" else None)
+                        if getattr(derain, "temporal", False) else None)
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -113,32 +120,46 @@ class Pipeline:
                 pending = []
         while self._in_flight:
             self._collect_oldest(timing)
+        if self._stream is not None:
+            with Timer(timing):
+                derained = self._stream.flush()
+            self._emit(derained, timing)
         self.q_derained.put(END)
 
     def _derain_batch(self, frames: list[Frame], timing) -> None:
         batch = np.stack([f.pixels for f in frames])
-        kwargs = layout_of(frames[0])
+        if self._stream is not None:
+            runner, kwargs = self._stream, {"tags": frames, "times_s": [f.pts_s for f in frames],
+                                            "discontinuous": [f.discontinuity for f in frames]}
+        else:
+            runner, kwargs = self.derain, layout_of(frames[0])
         if self._max_in_flight <= 1:
             with Timer(timing):
-                out = self.derain(batch, **kwargs)
-            self._emit(frames, out, timing)
+                if self._stream is not None:
+                    derained = runner.collect(runner.submit(batch, **kwargs))
+                else:
+                    derained = list(zip(frames, runner(batch, **kwargs)))
+            self._emit(derained, timing)
             return
         # A derainer that overlaps batches (CUDA streams, CPU workers): submit this one before
         # collecting the oldest, so that it runs while the previous batch finishes or comes back.
         with Timer(timing):
-            self._in_flight.append((frames, self.derain.submit(batch, **kwargs)))
+            self._in_flight.append((frames, runner.submit(batch, **kwargs)))
         if len(self._in_flight) >= self._max_in_flight:
             self._collect_oldest(timing)
 
     def _collect_oldest(self, timing) -> None:
         frames, handle = self._in_flight.popleft()
         with Timer(timing):
-            out = self.derain.collect(handle)
-        self._emit(frames, out, timing)
+            if self._stream is not None:
+                derained = self._stream.collect(handle)  # (frame, pixels) of the frames it completed
+            else:
+                derained = list(zip(frames, self.derain.collect(handle)))
+        self._emit(derained, timing)
 
-    def _emit(self, frames: list[Frame], out: np.ndarray, timing) -> None:
-        timing.frames += len(frames)
-        for f, pixels in zip(frames, out):
+    def _emit(self, derained: list[tuple[Frame, np.ndarray]], timing) -> None:
+        timing.frames += len(derained)
+        for f, pixels in derained:
             as_rgb = f.rgb_u8 is not None
             self.q_derained.put(replace(f, rgb_u8=pixels) if as_rgb else replace(f, yuv420_u8=pixels))
 

@@ -17,6 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``x`` (..., H, W) padded at the bottom and right to multiples of ``multiple``: reflected
+    where the image is large enough, else replicated."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
 class DerainModule(nn.Module):
     def __init__(self, net: nn.Module, *, name: str, arch: str,
                  reduced_precisions: frozenset[str] | None = None):
@@ -31,16 +42,12 @@ class DerainModule(nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         height, width = rgb.shape[-2:]
-        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
-        x = rgb
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_to_multiple(rgb, self.multiple)
         if self.bgr:
             x = x.flip(1)
         y = self.net(x)
         if self.bgr:
             y = y.flip(1)
-        if pad_h or pad_w:
+        if (-height) % self.multiple or (-width) % self.multiple:
             y = y[..., :height, :width]
         return y if self.clamps else y.clamp(0.0, 1.0)

@@ -1,0 +1,290 @@
+"""TRNet: streamrain's temporal deraining network (a window of frames in, frame t out).
+
+Not a port: SRNet (``srnet.py``) split so that a video costs about one SRNet pass per frame, not one
+per window. Rain moves and the scene mostly does not, so a neighbouring frame shows what is behind
+a streak on frame t once it is aligned onto t; dashcams move, so alignment is learned.
+
+Three parts, all at quarter resolution after SRNet's 2x2 space-to-depth head:
+
+1. Per-frame features (``features``), computed once per frame and reused by every window that needs
+   it: head at half resolution, 1x1 down to quarter resolution, ``feat_blocks`` residual blocks,
+   then two 1x1 projections: a ``key`` (to estimate motion from) and a ``value`` (what the
+   neighbours contribute), and the first motion layer's two halves (below).
+2. Alignment: for each neighbour n of frame t, a 2-layer convolution on concat(key_t, key_n)
+   predicts a 2-channel offset in quarter-resolution pixels (its first layer is split into a
+   convolution over key_t plus one over key_n, each computed once per frame, so a pair costs an
+   add, a ReLU and the 2-channel layer), and n's value is sampled at
+   (position + offset) with ``grid_sample`` (bilinear, border). The offset starts at zero (the last
+   layer is zero-initialised), so an untrained network fuses unaligned neighbours.
+3. Fusion: the window's values [t - past .. t + future] concatenated, a 1x1 convolution added to
+   frame t's own quarter-resolution features, ``fuse_blocks`` residual blocks, SRNet's up and tail
+   with frame t's half-resolution skip: the rain layer, subtracted from frame t.
+
+Window edges are replicated: at the first frame of a shot, slot t-1 holds frame t itself, and so on.
+A slot that holds frame t itself takes t's value unaligned (no offset to estimate), so edges and
+causal mode cost less. **Causal mode** is the same weights with every future slot holding frame t,
+exactly what the last frame of a shot sees, so one checkpoint serves offline (look-ahead ``future``
+frames) and live use (no look-ahead).
+
+Cost with the default arguments, per output frame with the per-frame features counted once
+(``streamrain.modelinfo.cost``): 10.5 GMAC per megapixel (SRNet-v3: 9.65), plus four ``grid_sample``
+of 24 channels at quarter resolution, which the counter leaves out (measured here with 48 channels:
+each about a quarter of one 48-channel 3x3 convolution at quarter resolution). Why values of 24
+channels rather than the 48 features: warping costs per channel, and with 48 the four warps cost
+about a whole convolution.
+Measured at 640x360 on a 2-core CPU without bf16: ~1.4x SRNet-v3's CPU time per frame.
+
+Tensor contract: frames float32 RGB ``(N, 3, H, W)`` in [0, 1], H and W multiples of 4. Windows are
+rows of ``past + 1 + future`` indices into the N frames, the centre (frame t) at position ``past``.
+``forward(x)`` treats its batch as one clip of consecutive frames (the ARCHS contract: same shape out).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from streamrain.archs.frozen_conv import FrozenConv
+from streamrain.archs.srnet import _ResBlock, _fold_space_to_depth, _frozen
+
+
+class FrameFeatures(NamedTuple):
+    """Per-frame features, N frames: ``half`` (N, half_channels, H/2, W/2), the skip to the tail;
+    ``quarter`` (N, quarter_channels, H/4, W/4); ``value`` (N, value_channels, H/4, W/4), what the
+    frame gives its neighbours; ``motion_as_centre`` and ``motion_as_neighbour`` (N, flow_channels,
+    H/4, W/4), the two halves of the first motion layer (see ``TRNet.features``)."""
+
+    half: torch.Tensor
+    quarter: torch.Tensor
+    value: torch.Tensor
+    motion_as_centre: torch.Tensor
+    motion_as_neighbour: torch.Tensor
+
+    def select(self, index: Sequence[int]) -> "FrameFeatures":
+        return FrameFeatures(*(rows(t, index) for t in self))
+
+
+def rows(t: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
+    """``t[index]`` along dim 0: a view for a run of consecutive indices, else a concatenation of
+    slices (measured ~4x faster than ``index_select`` on channels_last tensors here)."""
+    index = [int(i) for i in index]
+    if index == list(range(index[0], index[0] + len(index))):
+        return t[index[0]:index[0] + len(index)]
+    return torch.cat([t[i:i + 1] for i in index])
+
+
+def window(t: int, *, first: int, last: int, past: int, future: int, causal: bool = False) -> list[int]:
+    """Frame indices of t's window, ``past + 1 + future`` of them: neighbours outside the shot
+    [first, last] replaced by its edge frame, and in causal mode every future one by t itself."""
+    return [t if causal and d > 0 else min(max(t + d, first), last) for d in range(-past, future + 1)]
+
+
+class _Alignment(nn.Module):
+    """The window's values aligned onto their centre frames: shared by TRNet and its inference
+    form, which differ in how ``flow`` computes the offsets. Needs ``past``, ``flow`` and ``_grids``."""
+
+    def _aligned_values(self, feats: FrameFeatures, windows: Sequence[Sequence[int]],
+                        centre: list[int]) -> torch.Tensor:
+        """(M, slots * value_channels, H/4, W/4): each slot's value aligned onto its centre frame."""
+        pairs = [(m, s) for m, w in enumerate(windows) for s, n in enumerate(w) if n != centre[m]]
+        aligned = {}
+        if pairs:
+            neighbours = [windows[m][s] for m, s in pairs]
+            offsets = self.flow(rows(feats.motion_as_centre, [centre[m] for m, _ in pairs]),
+                                rows(feats.motion_as_neighbour, neighbours))
+            warped = self.warp(rows(feats.value, neighbours), offsets)
+            aligned = {pair: warped[i:i + 1] for i, pair in enumerate(pairs)}
+        # Slot-major: the fusion's input channel slot * value_channels + c. Written in place, in
+        # the values' memory layout (channels_last on the CPU), so the 1x1 fusion reads it as is.
+        value = feats.value
+        channels = value.shape[1]
+        layout = (torch.channels_last if value.is_contiguous(memory_format=torch.channels_last)
+                  and not value.is_contiguous() else torch.contiguous_format)
+        out = torch.empty((len(windows), len(windows[0]) * channels, *value.shape[2:]),
+                          dtype=value.dtype, device=value.device, memory_format=layout)
+        for m, w in enumerate(windows):
+            for s, n in enumerate(w):
+                out[m:m + 1, s * channels:(s + 1) * channels] = aligned.get((m, s), value[n:n + 1])
+        return out
+
+    def warp(self, value: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """``value`` sampled at each position plus its offset (bilinear, edges extended)."""
+        height, width = value.shape[-2:]
+        scale = torch.tensor([2.0 / width, 2.0 / height], dtype=offsets.dtype, device=offsets.device)
+        grid = self._base_grid(height, width, offsets) + offsets.permute(0, 2, 3, 1) * scale
+        return F.grid_sample(value, grid.to(value.dtype), mode="bilinear", padding_mode="border",
+                             align_corners=False)
+
+    def _base_grid(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        """(1, h, w, 2): every position's own sampling point, normalised as grid_sample wants
+        (align_corners=False: pixel centres at (2i + 1) / size - 1); cached per size."""
+        key = (height, width, like.dtype, like.device)
+        grid = self._grids.get(key)
+        if grid is None:
+            if len(self._grids) >= 8:  # a folder of many sizes: keep memory bounded
+                self._grids.clear()
+            ys = (torch.arange(height, dtype=like.dtype, device=like.device) * 2 + 1) / height - 1
+            xs = (torch.arange(width, dtype=like.dtype, device=like.device) * 2 + 1) / width - 1
+            grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None]
+            if not like.device.type == "meta":
+                self._grids[key] = grid
+        return grid
+
+
+class TRNet(_Alignment):
+    input_order = "rgb"
+    pad_multiple = 4
+    clamps_output = True
+    temporal = True  # the runtime keeps a window of per-frame features (streamrain.runtime.temporal)
+
+    def __init__(self, *, half_channels: int = 24, quarter_channels: int = 48, key_channels: int = 16,
+                 value_channels: int = 24, flow_channels: int = 16, feat_blocks: int = 1,
+                 fuse_blocks: int = 2, past: int = 2, future: int = 2):
+        super().__init__()
+        if past < 0 or future < 0:
+            raise ValueError(f"past and future must be >= 0; got past={past}, future={future}")
+        self.past, self.future = past, future
+        self.head = nn.Conv2d(12, half_channels, 3, padding=1)
+        self.down = nn.Conv2d(4 * half_channels, quarter_channels, 1)
+        self.feat_body = nn.Sequential(*[_ResBlock(quarter_channels) for _ in range(feat_blocks)])
+        self.key = nn.Conv2d(quarter_channels, key_channels, 1)
+        self.value = nn.Conv2d(quarter_channels, value_channels, 1)
+        self.flow1 = nn.Conv2d(2 * key_channels, flow_channels, 3, padding=1)
+        self.flow2 = nn.Conv2d(flow_channels, 2, 3, padding=1)
+        nn.init.zeros_(self.flow2.weight)
+        nn.init.zeros_(self.flow2.bias)
+        self.fuse = nn.Conv2d((past + 1 + future) * value_channels, quarter_channels, 1)
+        self.fuse_body = nn.Sequential(*[_ResBlock(quarter_channels) for _ in range(fuse_blocks)])
+        self.up = nn.Conv2d(quarter_channels, 4 * half_channels, 1)
+        self.tail = nn.Conv2d(half_channels, 12, 3, padding=1)
+        self._grids: dict[tuple, torch.Tensor] = {}
+
+    # -- the ARCHS contract and training --------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch as one clip of consecutive frames, each derained from its window."""
+        return self.forward_clips(x[None])[0]
+
+    def forward_clips(self, clips: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        """(N, T, 3, H, W) clips of consecutive frames -> every frame derained, (N, T, 3, H, W);
+        each clip is its own shot (edges replicated at both ends)."""
+        n, frames = clips.shape[:2]
+        flat = clips.flatten(0, 1)
+        windows = [[c * frames + i for i in window(t, first=0, last=frames - 1, past=self.past,
+                                                   future=self.future, causal=causal)]
+                   for c in range(n) for t in range(frames)]
+        out = self.fuse_windows(flat, self.features(flat), windows)
+        return out.unflatten(0, (n, frames))
+
+    # -- the two parts the streaming runtime calls ----------------------------------------------
+
+    def features(self, x: torch.Tensor) -> FrameFeatures:
+        """Everything frame by frame: (N, 3, H, W) -> FrameFeatures of the N frames.
+
+        The first motion layer is a convolution over concat(key_t, key_n); it is the sum of one
+        convolution over key_t and one over key_n, so each frame computes both halves once, as
+        centre and as neighbour, and a pair costs an add (``flow``)."""
+        half = F.relu(self.head(F.pixel_unshuffle(x, 2)))
+        quarter = self.feat_body(F.relu(self.down(F.pixel_unshuffle(half, 2))))
+        key = self.key(quarter)
+        # (the weight halves in the key's layout: a strided weight takes a slow convolution path)
+        centre_w, neighbour_w = (w.contiguous(memory_format=torch.channels_last)
+                                 for w in self.flow1.weight.split(self.key.out_channels, 1))
+        as_centre = F.conv2d(key, centre_w, self.flow1.bias, padding=1)
+        as_neighbour = F.conv2d(key, neighbour_w, padding=1)
+        return FrameFeatures(half, quarter, self.value(quarter), as_centre, as_neighbour)
+
+    def fuse_windows(self, frames: torch.Tensor, feats: FrameFeatures,
+                     windows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Derain the centre frame of each window: ``frames`` (N, 3, H, W) and their ``feats``,
+        ``windows`` M rows of indices into N -> (M, 3, H, W). ``frames`` and ``feats.half`` are
+        read at the centres only (a caller may pass just those rows if the centres are 0..M-1)."""
+        centre = [w[self.past] for w in windows]
+        values = self._aligned_values(feats, windows, centre)
+        quarter = self.fuse_body(rows(feats.quarter, centre) + self.fuse(values))
+        half = F.relu(rows(feats.half, centre) + F.pixel_shuffle(self.up(quarter), 2))
+        rain = F.pixel_shuffle(self.tail(half), 2)
+        return (rows(frames, centre) - rain).clamp(0.0, 1.0)
+
+    def flow(self, motion_t: torch.Tensor, motion_n: torch.Tensor) -> torch.Tensor:
+        """(P, 2, h, w): where, in quarter-resolution pixels (x, y), each position of t is on n
+        (``motion_*``: the two halves of the first layer, from ``features``)."""
+        return self.flow2(F.relu(motion_t + motion_n))
+
+    def inference_form(self, dtype: torch.dtype) -> "FoldedTRNet":
+        return FoldedTRNet(self, dtype)
+
+
+class FoldedTRNet(_Alignment):
+    """TRNet for CPU inference, as ``FoldedSRNet`` is for SRNet: the same ``features`` and
+    ``fuse_windows`` (exactly so in fp32), with the space-to-depth steps folded into stride-2
+    convolutions and ``up`` into a transposed one, weights cast to ``dtype`` and packed once, and
+    ReLUs and residual adds done inside the convolutions (``FrozenConv``). Measured on a 2-core
+    CPU (fp32, 640x360, one thread): ~15 % less time per frame than the training form. Takes and
+    returns float32; computes in ``dtype``. A frozen copy: build it again after training."""
+
+    temporal = True
+    input_order, pad_multiple, clamps_output = TRNet.input_order, TRNet.pad_multiple, TRNet.clamps_output
+
+    def __init__(self, net: TRNet, dtype: torch.dtype):
+        super().__init__()
+        self.dtype, self.past, self.future = dtype, net.past, net.future
+        conv = lambda c, **kw: FrozenConv(c.weight, c.bias, dtype, **kw)  # noqa: E731
+        self.head = FrozenConv(_fold_space_to_depth(net.head.weight), net.head.bias, dtype, stride=2, padding=2)
+        self.down = FrozenConv(_fold_space_to_depth(net.down.weight), net.down.bias, dtype, stride=2)
+        self.feat_body = nn.ModuleList(conv(c, padding=1) for b in net.feat_body for c in (b.conv1, b.conv2))
+        self.key, self.value = conv(net.key), conv(net.value)
+        centre_w, neighbour_w = net.flow1.weight.split(net.key.out_channels, 1)
+        self.motion_as_centre = FrozenConv(centre_w, net.flow1.bias, dtype, padding=1)
+        self.motion_as_neighbour = FrozenConv(neighbour_w, torch.zeros_like(net.flow1.bias), dtype, padding=1)
+        self.flow2 = conv(net.flow2, padding=1)
+        self.fuse = conv(net.fuse)
+        self.fuse_body = nn.ModuleList(conv(c, padding=1) for b in net.fuse_body for c in (b.conv1, b.conv2))
+        # ``up`` then depth-to-space is one transposed convolution (2x2 kernel, stride 2); its bias
+        # depends on the tap, so it is added as a picture (cached per size), as in FoldedSRNet.
+        quarter_channels, half_channels = net.up.in_channels, net.up.out_channels // 4
+        self.up_w = _frozen(net.up.weight.reshape(half_channels, 2, 2, quarter_channels).permute(3, 0, 1, 2), dtype)
+        self.register_buffer("up_bias_taps", net.up.bias.detach().reshape(half_channels, 2, 2).to(dtype),
+                             persistent=False)
+        self.tail = conv(net.tail, padding=1)
+        self._grids: dict[tuple, torch.Tensor] = {}
+        self._up_bias_pictures: dict[tuple, torch.Tensor] = {}
+
+    @staticmethod
+    def _residual_blocks(convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        for conv1, conv2 in zip(convs[::2], convs[1::2]):
+            x = conv2.add_to_(x, conv1(x, relu=True))
+        return x
+
+    def features(self, x: torch.Tensor) -> FrameFeatures:
+        half = self.head(x.to(self.dtype), relu=True)
+        quarter = self._residual_blocks(self.feat_body, self.down(half, relu=True))
+        key = self.key(quarter)
+        return FrameFeatures(half, quarter, self.value(quarter), self.motion_as_centre(key),
+                             self.motion_as_neighbour(key))
+
+    def flow(self, motion_t: torch.Tensor, motion_n: torch.Tensor) -> torch.Tensor:
+        return self.flow2(torch.add(motion_t, motion_n).relu_()).float()
+
+    def fuse_windows(self, frames: torch.Tensor, feats: FrameFeatures,
+                     windows: Sequence[Sequence[int]]) -> torch.Tensor:
+        centre = [w[self.past] for w in windows]
+        values = self._aligned_values(feats, windows, centre)
+        # (the cached features are never written: every in-place op is on a new tensor)
+        quarter = self._residual_blocks(self.fuse_body, self.fuse(values).add_(rows(feats.quarter, centre)))
+        half = F.conv_transpose2d(quarter, self.up_w, stride=2)
+        half.add_(rows(feats.half, centre)).add_(self._up_bias_picture(*half.shape[2:])).relu_()
+        rain = F.pixel_shuffle(self.tail(half), 2)
+        return (rows(frames, centre) - rain.float()).clamp_(0.0, 1.0)
+
+    def _up_bias_picture(self, height: int, width: int) -> torch.Tensor:
+        picture = self._up_bias_pictures.get((height, width))
+        if picture is None:
+            if len(self._up_bias_pictures) >= 8:
+                self._up_bias_pictures.clear()
+            picture = self.up_bias_taps.repeat(1, height // 2, width // 2)[None]
+            picture = self._up_bias_pictures[height, width] = picture.contiguous(memory_format=torch.channels_last)
+        return picture

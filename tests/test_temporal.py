@@ -1,0 +1,389 @@
+"""The temporal model (TRNet) and its streaming runtime: windows across batches, shots, causal mode,
+and the product around it (pts, audio, models list). A small random-init TRNet stands in for
+trained weights; fp32 throughout, so results do not depend on how frames are batched."""
+
+from __future__ import annotations
+
+import threading
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from conftest import needs_shared, pattern, probe
+from streamrain.archs import ARCHS
+from streamrain.archs.trnet import TRNet, window
+from streamrain.cli import main
+from streamrain.config import RunOptions
+from streamrain.errors import ModelError
+from streamrain.io.frames import Frame
+from streamrain.modelinfo import cost
+from streamrain.pipeline.job import derain_file, make_derainer
+from streamrain.pipeline.runner import Pipeline
+from streamrain.runtime.cuts import ShotBoundaries, luma_thumbnail, scene_change
+from streamrain.runtime.temporal import TemporalDerainer
+from streamrain.runtime.wrapper import DerainModule
+from streamrain.weights import save_weights
+
+SMALL = dict(half_channels=8, quarter_channels=16, key_channels=8, value_channels=8, flow_channels=8)
+
+
+def small_trnet(seed: int = 0, **overrides) -> TRNet:
+    torch.manual_seed(seed)
+    net = TRNet(**{**SMALL, **overrides}).eval()
+    for p in net.parameters():  # weights large enough that every path (the offsets too) matters
+        p.data.normal_(0, 0.1)
+    return net
+
+
+def derainer_for(net: TRNet, **options) -> TemporalDerainer:
+    return TemporalDerainer(DerainModule(net, name="trnet-test", arch="trnet"), device="cpu",
+                            precision="fp32", **options)
+
+
+@pytest.fixture
+def trnet_home(tmp_path, monkeypatch):
+    """A STREAMRAIN_HOME holding ``trnet-test`` (random-init weights, float32)."""
+    monkeypatch.setenv("STREAMRAIN_HOME", str(tmp_path / "home"))
+    from streamrain.zoo import user_dir
+
+    save_weights(user_dir() / "trnet-test.safetensors", small_trnet(), arch="trnet", arch_args=SMALL,
+                 dtype=torch.float32)
+    return tmp_path / "home"
+
+
+def moving_clip(frames: int, width: int = 64, height: int = 48) -> np.ndarray:
+    return np.stack([pattern(i, width, height) for i in range(frames)])
+
+
+def other_scene(frames: int, width: int = 64, height: int = 48, seed: int = 5) -> np.ndarray:
+    """A dark, textured scene nothing like ``pattern``'s bright gradients, drifting right."""
+    base = np.random.default_rng(seed).integers(0, 90, (height, width + frames, 3), dtype=np.uint8)
+    return np.stack([base[:, i:i + width] for i in range(frames)])
+
+
+def run_stream(derainer, frames: np.ndarray, *, batch: int, times_s=None, causal=None, **submit):
+    """Every output of one stream, fed ``batch`` frames at a time, as (tag, pixels)."""
+    stream = derainer.stream(causal=causal)
+    out = []
+    for i in range(0, len(frames), batch):
+        times = None if times_s is None else times_s[i:i + batch]
+        out += stream.collect(stream.submit(frames[i:i + batch], tags=list(range(i, i + len(frames[i:i + batch]))),
+                                            times_s=times, **submit))
+    return out + stream.flush(), stream
+
+
+def as_u8(x: torch.Tensor) -> np.ndarray:
+    return (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def reference(net: TRNet, frames: np.ndarray, *, causal: bool = False) -> np.ndarray:
+    """The training form on the whole clip at once."""
+    with torch.inference_mode():
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+        return as_u8(net.forward_clips(x[None], causal=causal)[0])
+
+
+def max_delta(a, b) -> int:
+    return int(np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max())
+
+
+# -- the network -------------------------------------------------------------------------------
+
+def test_window_replicates_edges_and_causal_mode_repeats_frame_t():
+    assert window(0, first=0, last=9, past=2, future=2) == [0, 0, 0, 1, 2]
+    assert window(9, first=0, last=9, past=2, future=2) == [7, 8, 9, 9, 9]
+    assert window(5, first=4, last=5, past=2, future=2) == [4, 4, 5, 5, 5]
+    assert window(5, first=0, last=9, past=2, future=2, causal=True) == [3, 4, 5, 5, 5]
+
+
+def test_trnet_is_registered_and_costs_at_most_1_4_srnet_per_output_frame():
+    assert ARCHS["trnet"] is TRNet and TRNet.temporal
+    _, trnet_gmac = cost("trnet", {})
+    _, srnet_gmac = cost("srnet", {"half_channels": 24, "quarter_channels": 48, "blocks": 3})
+    assert srnet_gmac < trnet_gmac <= 1.4 * srnet_gmac
+    # Per output frame: longer clips cost that much more per extra frame (features counted once).
+    assert cost("trnet", {"future": 0})[1] < trnet_gmac
+
+
+def test_neighbours_change_the_output_and_alignment_is_trained_end_to_end():
+    net = small_trnet()
+    clip = torch.from_numpy(moving_clip(5)).permute(0, 3, 1, 2).float() / 255
+    alone = net.forward_clips(clip[2:3][None])[0, 0]
+    in_clip = net.forward_clips(clip[None])[0, 2]
+    assert (alone - in_clip).abs().max() > 0.01
+    in_clip.mean().backward()
+    assert net.flow2.weight.grad.abs().sum() > 0 and net.flow1.weight.grad.abs().sum() > 0
+
+
+# -- the streaming runtime ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("frames", [1, 2, 7])
+@pytest.mark.parametrize("causal", [False, True])
+def test_stream_matches_the_clip_whatever_the_batch(frames, causal):
+    net = small_trnet()
+    clip = moving_clip(frames)
+    expected = reference(net, clip, causal=causal)
+    derainer = derainer_for(net)
+    for batch in (1, 3, 8):
+        out, _ = run_stream(derainer, clip, batch=batch, causal=causal)
+        assert [tag for tag, _ in out] == list(range(frames))  # each frame once, in order
+        assert max_delta(np.stack([p for _, p in out]), expected) <= 1
+    assert max_delta(derainer(clip), reference(net, clip, causal=False)) <= 1
+
+
+def test_cpu_workers_overlap_batches_and_give_the_same_frames():
+    net = small_trnet()
+    clip = moving_clip(11)
+    derainer = derainer_for(net, cpu_workers=2)
+    stream = derainer.stream()
+    handles = [stream.submit(clip[i:i + 2], tags=list(range(i, min(11, i + 2)))) for i in range(0, 11, 2)]
+    out = [item for handle in handles for item in stream.collect(handle)] + stream.flush()
+    derainer.close()
+    assert [tag for tag, _ in out] == list(range(11))
+    assert max_delta(np.stack([p for _, p in out]), reference(net, clip)) <= 1
+
+
+def test_each_frame_s_features_are_computed_once():
+    derainer = derainer_for(small_trnet())
+    computed = []
+    features = derainer.net.features  # the network the runtime runs (its inference form)
+    derainer.net.features = lambda x: computed.append(len(x)) or features(x)
+    out, _ = run_stream(derainer, moving_clip(10), batch=3)
+    assert len(out) == 10 and sum(computed) == 10  # not 10 x window
+
+
+def test_look_ahead_delays_outputs_and_causal_mode_does_not():
+    derainer = derainer_for(small_trnet())
+    clip = moving_clip(4)
+    offline, causal = derainer.stream(), derainer.stream(causal=True)
+    assert offline.collect(offline.submit(clip[:1])) == []  # frame 0 waits for frames 1 and 2
+    assert [tag for tag, _ in offline.collect(offline.submit(clip[1:3]))] == [0]
+    assert [tag for tag, _ in offline.flush()] == [1, 2]
+    assert [tag for tag, _ in causal.collect(causal.submit(clip[:1]))] == [0]
+    with pytest.raises(RuntimeError, match="not yet collected"):
+        offline.submit(clip[3:]), offline.flush()
+
+
+def test_a_scene_cut_restarts_the_window():
+    net = small_trnet()
+    first, second = moving_clip(6), other_scene(5)
+    both = np.concatenate([first, second])
+    derainer = derainer_for(net)
+    out, stream = run_stream(derainer, both, batch=4)
+    assert stream.shots == 2
+    after_cut = np.stack([p for _, p in out[6:]])
+    alone, _ = run_stream(derainer, second, batch=4)
+    assert max_delta(after_cut, np.stack([p for _, p in alone])) <= 1
+    before_cut = np.stack([p for _, p in out[:6]])
+    assert max_delta(before_cut, reference(net, first)) <= 1
+    # Without the cut test the first shot's frames reach into the second: the test can fail.
+    blind, _ = run_stream(derainer_for(net, scene_cuts=False), both, batch=4)
+    assert max_delta(blind[6][1], out[6][1]) > 1
+
+
+@pytest.mark.parametrize("boundary", ["pts gap", "reconnect", "reset"])
+def test_pts_gaps_reconnects_and_reset_restart_the_window(boundary):
+    net = small_trnet()
+    clip = moving_clip(8)  # one scene: only the boundary under test can split it
+    times_s = [i * 0.04 for i in range(8)]
+    derainer = derainer_for(net)
+    stream = derainer.stream()
+    out = stream.collect(stream.submit(clip[:5], times_s=times_s[:5]))
+    if boundary == "reset":
+        stream.reset()
+    later = [t + (1.0 if boundary == "pts gap" else 0.0) for t in times_s[5:]]
+    flags = [boundary == "reconnect", False, False]
+    out += stream.collect(stream.submit(clip[5:], times_s=later, discontinuous=flags)) + stream.flush()
+    assert stream.shots == 2 and [tag for tag, _ in out] == list(range(8))
+    expected = np.concatenate([reference(net, clip[:5]), reference(net, clip[5:])])
+    assert max_delta(np.stack([p for _, p in out]), expected) <= 1
+
+
+def test_a_size_change_mid_stream_restarts_the_window():
+    net = small_trnet()
+    big, small = moving_clip(4, 64, 48), moving_clip(6, 64, 48)[:, 8:40, 4:52]  # same scene, cropped
+    derainer = derainer_for(net)
+    stream = derainer.stream()
+    out = stream.collect(stream.submit(big)) + stream.collect(stream.submit(small[:3]))
+    out += stream.collect(stream.submit(small[3:])) + stream.flush()
+    assert stream.shots == 2 and len(out) == 10
+    assert max_delta(np.stack([p for _, p in out[:4]]), reference(net, big)) <= 1
+    assert max_delta(np.stack([p for _, p in out[4:]]), reference(net, small)) <= 1
+
+
+class BlockingSource:
+    """Yields frame t + 1 only once output t has been written (or fails after a timeout)."""
+
+    def __init__(self, frames: np.ndarray):
+        self.frames = frames
+        self.written = [threading.Event() for _ in frames]
+        self.read_before_output: list[int] = []
+        info = type("Info", (), {})()
+        self.info, self.other_streams = info, ()
+
+    def items(self):
+        for t, pixels in enumerate(self.frames):
+            if t > 0 and not self.written[t - 1].wait(timeout=20):
+                self.read_before_output.append(t)
+                return
+            yield Frame(pixels, t * 40, Fraction(1, 1000), t)
+
+
+class RecordingSink:
+    def __init__(self, source: BlockingSource):
+        self.source, self.frames = source, []
+
+    def start(self, info, other_streams=()):
+        pass
+
+    def write(self, frame: Frame):
+        self.frames.append(frame)
+        self.source.written[frame.index].set()
+
+    def write_other(self, packet):
+        pass
+
+    def commit(self):
+        pass
+
+    def abort(self):
+        pass
+
+
+@pytest.mark.parametrize("policy", ["live", "offline"])
+def test_causal_mode_never_reads_a_frame_after_t(policy):
+    net = small_trnet()
+    clip = moving_clip(6)
+    source = BlockingSource(clip)
+    sink = RecordingSink(source)
+    # Live runs are causal whatever the derainer's default; offline asks for it (--causal).
+    derainer = derainer_for(net, causal=policy == "offline")
+    Pipeline(source, derainer, sink, batch=1, policy=policy).run()
+    assert source.read_before_output == []
+    assert [f.index for f in sink.frames] == list(range(6))
+    assert [f.pts for f in sink.frames] == [t * 40 for t in range(6)]
+    assert max_delta(np.stack([f.rgb_u8 for f in sink.frames]), reference(net, clip, causal=True)) <= 1
+
+
+def test_inference_form_is_the_training_form_in_fp32():
+    net = small_trnet()
+    folded = net.inference_form(torch.float32)
+    x = (torch.from_numpy(moving_clip(7)).permute(0, 3, 1, 2).float() / 255).contiguous(
+        memory_format=torch.channels_last)
+    windows = [window(t, first=0, last=6, past=2, future=2) for t in range(7)]
+    with torch.inference_mode():
+        expected = net.fuse_windows(x, net.features(x), windows)
+        got = folded.fuse_windows(x, folded.features(x), windows)
+    assert (expected - x).abs().max() > 0.05 and torch.allclose(got, expected, atol=1e-5)
+
+
+def test_temporal_derainer_refuses_other_backends():
+    with pytest.raises(ModelError, match="allowed: eager"):
+        derainer_for(small_trnet(), backend="compile")
+
+
+# -- shot boundaries ---------------------------------------------------------------------------
+
+def test_shot_boundaries_name_their_reason():
+    shots = ShotBoundaries(max_gap_s=0.5)
+    a, b = moving_clip(2), other_scene(1)
+    assert shots.starts_shot(a[0], 0.0) == "first frame"
+    assert shots.starts_shot(a[1], 0.04) is None
+    assert shots.starts_shot(a[0], 0.08, discontinuous=True) == "source discontinuity"
+    assert shots.starts_shot(a[1], 0.70).startswith("timestamp gap")
+    assert shots.starts_shot(a[0], 0.60).startswith("timestamp gap")  # backwards: a restart
+    assert shots.starts_shot(a[0][:32], 0.64) == "size change"
+    assert shots.starts_shot(a[1][:32], 0.68) is None
+    assert shots.starts_shot(b[0][:32], 0.72) == "scene cut"
+    with pytest.raises(ValueError, match="max_gap_s"):
+        ShotBoundaries(max_gap_s=0)
+
+
+def test_scene_cut_test_on_real_sequences():
+    data = needs_shared("nturain-a1", "rainy")
+    vid4 = needs_shared("clean", "video-vid4", "walk")
+
+    def read(path):
+        with av.open(str(path)) as c:
+            return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+    rainy = [read(p) for p in sorted(data.glob("*"))[:20]]
+    shots = ShotBoundaries()
+    assert [shots.starts_shot(f) for f in rainy] == ["first frame"] + [None] * 19  # rain and camera motion
+    other = read(sorted(vid4.glob("*"))[0])  # 720x480: cropped to NTURain's 640x480, no size change
+    cropped = other[:rainy[0].shape[0], :rainy[0].shape[1]]
+    assert cropped.shape == rainy[0].shape and shots.starts_shot(cropped) == "scene cut"
+    difference, histogram = scene_change(luma_thumbnail(rainy[-1]), luma_thumbnail(rainy[-1]))
+    assert difference == histogram == 0.0
+
+
+# -- the product -------------------------------------------------------------------------------
+
+def lossless(*extra: str) -> list[str]:
+    return ["--codec", "ffv1", "--pix-fmt", "bgr0", "--precision", "fp32", "--no-progress", *extra]
+
+
+def decoded(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_output_is_the_same_whatever_batch_queue_and_workers(trnet_home, clip, tmp_path):
+    src = clip("in.mp4", frames=11, audio=False)
+    out = tmp_path / "cli.mkv"
+    assert main([str(src), str(out), "--model", "trnet-test", "--batch", "3", "--cpu-workers", "2",
+                 *lossless()]) == 0
+    outputs = [decoded(out)]
+    for batch, queue_frames, workers in [(1, 1, 1), (8, 20, 2), (4, 1, 1), (2, 3, 2)]:
+        out = tmp_path / f"out-{batch}-{queue_frames}-{workers}.mkv"
+        stats = derain_file(str(src), out, options=RunOptions(
+            model="trnet-test", batch=batch, queue_frames=queue_frames, cpu_workers=workers,
+            codec="ffv1", pix_fmt="bgr0", precision="fp32"))
+        assert stats.frames_in == stats.frames_out == 11
+        outputs.append(decoded(out))
+    assert max_delta(outputs[0], decoded(src)) > 5  # the model changed the frames
+    for other in outputs[1:]:
+        assert other.shape == outputs[0].shape and max_delta(other, outputs[0]) <= 1
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_one_and_two_frame_videos(trnet_home, clip, tmp_path, frames):
+    src = clip(f"{frames}.mp4", frames=frames, audio=False)
+    out = tmp_path / f"{frames}.mkv"
+    assert main([str(src), str(out), "--model", "trnet-test", *lossless()]) == 0
+    got = decoded(out)
+    expected = reference(small_trnet(), decoded(src))  # first and last frames: edges replicated
+    assert got.shape[0] == frames and max_delta(got, expected) <= 1
+
+
+def test_cli_keeps_every_pts_and_copies_the_audio(trnet_home, clip, tmp_path):
+    pts_ms = [0, 40, 80, 200, 210, 220, 500, 540, 1000, 1033]
+    src = clip("vfr.mp4", pts_ms=pts_ms)
+    out = tmp_path / "out.mp4"
+    assert main([str(src), str(out), "--model", "trnet-test", "--batch", "3", "--no-progress"]) == 0
+    assert probe(out)["video"]["pts_s"] == pytest.approx([ms / 1000 for ms in pts_ms], abs=1e-3)
+
+    def audio_packets(path):
+        with av.open(str(path)) as c:
+            return [bytes(p) for p in c.demux(audio=0) if p.size]
+
+    assert audio_packets(out) == audio_packets(src)
+
+
+def test_models_list_marks_temporal_models(trnet_home, capsys):
+    import json
+
+    assert main(["models", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["trnet-test"]["temporal"] is True and rows["srnet-v3"]["temporal"] is False
+
+
+def test_live_derainer_of_a_temporal_model_is_causal(trnet_home):
+    live = make_derainer(RunOptions(model="trnet-test"), live=True)
+    offline = make_derainer(RunOptions(model="trnet-test", cpu_workers=1))
+    assert isinstance(live, TemporalDerainer) and live.causal and live.latency_frames == 0
+    assert not offline.causal and offline.latency_frames == 2
+    assert live(moving_clip(1)).shape == (1, 48, 64, 3)  # the live session's warm-up call
