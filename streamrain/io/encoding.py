@@ -238,15 +238,21 @@ def _plan_video(options: EncodeOptions, *, container: str, width: int, height: i
     raise ConfigError(_video_refusal(options, candidates[-1], container, refusal))
 
 
-def _video_encoder(name: str):
+def _encoder(name: str, kind: str, flag: str, suggestions, also: str = ""):
+    """The ``kind`` ("video" or "audio") encoder called ``name``, or a one-line error naming ``flag``."""
     try:
         codec = av.codec.Codec(name, "w")
     except av.codec.codec.UnknownCodecError:
-        raise ConfigError(f"--codec {name}: this FFmpeg build has no such encoder "
-                          f"(video encoders here include {', '.join(_available(_VIDEO_SUGGESTIONS))})") from None
-    if codec.type != "video":
-        raise ConfigError(f"--codec {name}: not a video encoder (it encodes {codec.type})")
+        raise ConfigError(f"{flag} {name}: this FFmpeg build has no such encoder ({kind} encoders "
+                          f"here include {', '.join(_available(suggestions))}{also})") from None
+    if codec.type != kind:
+        article = "an" if kind == "audio" else "a"
+        raise ConfigError(f"{flag} {name}: not {article} {kind} encoder (it encodes {codec.type})")
     return codec
+
+
+def _video_encoder(name: str):
+    return _encoder(name, "video", "--codec", _VIDEO_SUGGESTIONS)
 
 
 def _container_default_encoder(container: str, kind: str):
@@ -491,14 +497,7 @@ def _plan_audio(choice: str, container: str, stream) -> StreamPlan | None:
 
 
 def _audio_encoder(name: str):
-    try:
-        codec = av.codec.Codec(name, "w")
-    except av.codec.codec.UnknownCodecError:
-        raise ConfigError(f"--audio-codec {name}: this FFmpeg build has no such encoder (audio encoders "
-                          f"here include {', '.join(_available(_AUDIO_SUGGESTIONS))}; or copy, auto)") from None
-    if codec.type != "audio":
-        raise ConfigError(f"--audio-codec {name}: not an audio encoder (it encodes {codec.type})")
-    return codec
+    return _encoder(name, "audio", "--audio-codec", _AUDIO_SUGGESTIONS, "; or copy, auto")
 
 
 def _default_audio_encoder(container: str):
