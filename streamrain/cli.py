@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -468,8 +469,7 @@ def _cmd_bench(argv: list[str]) -> int:
     options = build_options(model=args.model, batch=args.batch, device=args.device, precision=args.precision,
                             backend=args.backend, cpu_workers=args.cpu_workers, yuv420=args.yuv420,
                             causal=args.causal)
-    derainer = make_derainer(options)
-    with err.status("benchmarking..."):
+    with closing(make_derainer(options)) as derainer, err.status("benchmarking..."):
         result = bench(derainer, clip=args.input, width=width, height=height, frames=args.frames,
                        options=options, backend=args.backend, rounds=args.rounds)
     table = Table(title=f"{result.model} at {result.width}x{result.height}, {result.frames} frames, "
@@ -544,8 +544,7 @@ def _cmd_preview(argv: list[str]) -> int:
                   record_dir=args.record_dir))
     if args.no_window and args.output is None:
         err.print("[yellow]--no-window without --output: frames are derained and measured, not kept[/]")
-    derainer = make_derainer(run, live=True)
-    with Progress(TextColumn("[bold]{task.description}"),
+    with closing(make_derainer(run, live=True)) as derainer, Progress(TextColumn("[bold]{task.description}"),
                   TextColumn("{task.fields[frames]} frames {task.fields[fps]:4.1f} fps, latency "
                              "{task.fields[latency]:4.0f} ms, dropped {task.fields[dropped]}, "
                              "reconnects {task.fields[reconnects]}"),

@@ -47,7 +47,9 @@ class Recording:
 @pytest.fixture(scope="module")
 def derainer():
     """The bundled model, once for the module, so two runs of a test derain identically."""
-    return make_derainer(RunOptions())
+    derainer = make_derainer(RunOptions())
+    yield derainer
+    derainer.close()  # its worker threads would outlive the module (test_live counts threads)
 
 
 def streams_of(path):
@@ -213,3 +215,28 @@ def test_a_subsampled_pix_fmt_is_refused_for_an_odd_size(clip, tmp_path, capsys)
     assert code == 1 and "--pix-fmt yuv420p" in lines[0] and "65x37" in lines[0]
     assert main([str(src), str(tmp_path / "out.mp4"), "--no-progress"]) == 0  # left out: one that fits
     assert probe(tmp_path / "out.mp4")["video"]["width"] == 65
+
+
+# -- --preset fastest: each encoder's own fastest preset -------------------------------------------
+
+@pytest.mark.parametrize("container, codec, option, value", [
+    ("mp4", "auto", "preset", "ultrafast"), ("webm", "auto", "cpu-used", "8"),
+    ("mkv", "libx265", "preset", "ultrafast")])
+def test_preset_fastest_names_each_encoder_s_fastest(container, codec, option, value):
+    from fractions import Fraction
+
+    from streamrain.io.encoding import EncodeOptions, plan_output
+
+    plan = plan_output(EncodeOptions(codec=codec, preset="fastest"), container=container, width=64, height=48,
+                       time_base=Fraction(1, 25), rate=Fraction(25))
+    assert plan.video.options[option] == value
+
+
+def test_preset_fastest_leaves_an_encoder_without_presets_as_it_is():
+    from fractions import Fraction
+
+    from streamrain.io.encoding import EncodeOptions, plan_output
+
+    plan = plan_output(EncodeOptions(codec="ffv1", preset="fastest"), container="mkv", width=64, height=48,
+                       time_base=Fraction(1, 25), rate=Fraction(25))
+    assert plan.video.codec == "ffv1" and "preset" not in plan.video.options

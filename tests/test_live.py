@@ -227,7 +227,7 @@ def test_webcam_preset_loads_for_preview_and_for_the_file_command():
 def test_flags_beat_the_preset_and_unknown_live_keys_are_named(tmp_path):
     run, live = build_live_options(PIPELINES / "webcam.toml", run={"batch": 2, "crf": None},
                                    live={"duration_s": 5.0, "framerate": None})
-    assert run.batch == 2 and run.crf == LIVE_RUN_DEFAULTS["crf"]
+    assert run.batch == 2 and run.crf is None and run.preset == LIVE_RUN_DEFAULTS["preset"] == "fastest"
     assert live.duration_s == 5.0 and live.framerate == 30
     bad = tmp_path / "bad.toml"
     bad.write_text("[live]\nstall_timeout = 3\n")
@@ -275,6 +275,19 @@ def test_preview_command_headless_with_stats_json(tmp_path):
         assert key in report
     assert set(report["latency_ms"]) >= {"mean", "p95", "max"} and report["model"] == DEFAULT_MODEL
     assert len(probe(out)["video"]["pts_s"]) == report["frames_out"] > 0
+
+
+def test_preview_records_into_webm_with_vp9_at_its_fastest(tmp_path):
+    # The live defaults name no encoder's own preset, so every container's default encoder takes them.
+    from streamrain.cli import main
+
+    out = tmp_path / "out.webm"
+    code = main(["preview", "lavfi:testsrc2=size=64x48:rate=25,realtime", "--no-window", "--duration", "1",
+                 "--output", str(out), "--no-progress"])
+    assert code == 0
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+        assert sum(1 for _ in container.decode(video=0)) > 0
 
 
 def test_preview_command_without_a_display_says_no_window(monkeypatch, capsys):

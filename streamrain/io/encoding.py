@@ -34,6 +34,9 @@ from streamrain.errors import ConfigError
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
+# --preset fastest: each encoder's fastest preset (x264's ultrafast, VP9's cpu-used 8, ...), for a
+# recording that must keep up (the live preview); an encoder without known presets runs as it is.
+FASTEST = "fastest"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class _Encoder:
     lossless: dict[str, str] | None
     presets: tuple[str, ...]
     default_preset: str
+    fastest_preset: str  # what --preset fastest (the live preview's default) names for this encoder
     preset_option: str = "preset"
     with_crf: dict[str, str] = field(default_factory=dict)  # options constant quality needs beside crf
     always: dict[str, str] = field(default_factory=dict)
@@ -78,19 +82,19 @@ def _numbers(low: int, high: int) -> tuple[str, ...]:
     return tuple(str(i) for i in range(low, high + 1))
 
 
-_X264 = _Encoder((0, 51), 18, {"qp": "0"}, _X26X_PRESETS, "veryfast")
+_X264 = _Encoder((0, 51), 18, {"qp": "0"}, _X26X_PRESETS, "veryfast", "ultrafast")
 _ENCODERS = {
     # x264's crf 0 is lossless only at 8 bits; qp 0 is lossless at every depth.
     "libx264": _X264,
     "libx264rgb": _X264,
     # x265 logs to stderr itself unless told not to; its crf 0 is not lossless, lossless=1 is.
-    "libx265": _Encoder((0, 51), 20, {"x265-params": "lossless=1"}, _X26X_PRESETS, "veryfast",
+    "libx265": _Encoder((0, 51), 20, {"x265-params": "lossless=1"}, _X26X_PRESETS, "veryfast", "ultrafast",
                         always={"x265-params": "log-level=error"}),
     # libvpx's own default (cpu-used 1) is several times slower than 4 for little gain.
-    "libvpx-vp9": _Encoder((0, 63), 28, {"lossless": "1"}, _numbers(0, 8), "4", preset_option="cpu-used",
+    "libvpx-vp9": _Encoder((0, 63), 28, {"lossless": "1"}, _numbers(0, 8), "4", "8", preset_option="cpu-used",
                            with_crf={"b": "0"}, always={"deadline": "good", "row-mt": "1"}),
     # FFmpeg's libsvtav1 reads crf 0 as "not set"; SVT-AV1 has a lossless mode of its own.
-    "libsvtav1": _Encoder((1, 63), 30, {"svtav1-params": "lossless=1"}, _numbers(0, 13), "8"),
+    "libsvtav1": _Encoder((1, 63), 30, {"svtav1-params": "lossless=1"}, _numbers(0, 13), "8", "13"),
 }
 
 # Video and audio encoders offered in messages (those of them this FFmpeg build has).
@@ -281,6 +285,8 @@ def _quality_and_speed(codec, options: EncodeOptions, *, chosen: bool) -> tuple[
         if crf is not None and not low <= crf <= high:
             raise ConfigError(f"--crf {crf}: {which} takes 0 (lossless) or {max(low, 1)} to {high}")
         settings.update(known.with_crf, crf=str(known.default_crf if crf is None else crf))
+    if preset == FASTEST:
+        preset = known.fastest_preset
     if preset is not None and preset not in known.presets:
         raise ConfigError(f"--preset {preset}: {which} takes {_preset_help(known)}")
     settings[known.preset_option] = preset or known.default_preset
@@ -301,6 +307,8 @@ def _generic_quality_and_speed(codec, crf: int | None, preset: str | None, which
         if "crf" not in private:
             raise ConfigError(f"--crf {crf}: {which} has no constant-quality (crf) mode")
         settings["crf"] = str(crf)
+    if preset == FASTEST:
+        return settings, lossless_only  # no preset names streamrain knows: the encoder's own speed
     if preset is not None:
         if "preset" not in private:
             raise ConfigError(f"--preset {preset}: {which} has no speed presets")
@@ -310,8 +318,9 @@ def _generic_quality_and_speed(codec, crf: int | None, preset: str | None, which
 
 def _preset_help(known: _Encoder) -> str:
     if known.presets[0].isdigit():
-        return f"{known.presets[0]} to {known.presets[-1]} (its {known.preset_option}; higher is faster)"
-    return ", ".join(known.presets)
+        return (f"{known.presets[0]} to {known.presets[-1]} (its {known.preset_option}; higher is faster) "
+                f"or {FASTEST}")
+    return ", ".join(known.presets) + f" or {FASTEST}"
 
 
 def _merge(settings: dict[str, str], extra: dict[str, str] | None) -> None:

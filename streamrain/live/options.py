@@ -12,8 +12,9 @@ from streamrain.errors import ConfigError
 
 # The RunOptions a live session starts from (pipelines/webcam.toml holds the same values): one frame
 # per model call, since a batch would wait for frames that do not exist yet; an encoder that keeps
-# up on a CPU the model already loads; no audio, which dropped frames would put out of sync.
-LIVE_RUN_DEFAULTS = {"batch": 1, "queue_frames": 1, "crf": 23, "preset": "ultrafast", "copy_audio": False}
+# up on a CPU the model already loads (whichever encoder the recording's container picks: x264's
+# ultrafast, VP9's cpu-used 8, ...); no audio, which dropped frames would put out of sync.
+LIVE_RUN_DEFAULTS = {"batch": 1, "queue_frames": 1, "preset": "fastest", "copy_audio": False}
 
 
 @dataclass(frozen=True)

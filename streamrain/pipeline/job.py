@@ -76,7 +76,13 @@ def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = Ru
     spec = parse_source(input_spec)
     if Path(spec.url).exists() and output.exists() and output.resolve() == Path(spec.url).resolve():
         raise OutputError(f"{output}: output would overwrite the input")
-    derainer = derainer or make_derainer(options)
+    if derainer is None:
+        derainer = make_derainer(options)
+        try:  # a derainer made here is closed here: its worker threads would outlive the run
+            return derain_file(input_spec, output, options=options, derainer=derainer, progress=progress,
+                               on_open=on_open, stop_event=stop_event)
+        finally:
+            derainer.close()
     sink = VideoSink(output, encode_options(options, derainer))
     with VideoSource(spec, copy_streams=not sink.is_image) as source:
         sink.prepare(source.info, source.other_streams)
