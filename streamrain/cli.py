@@ -229,6 +229,8 @@ def _cmd_eval(argv: list[str]) -> int:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--limit", type=int, help="only the first N pairs (of each sequence: its first N frames)")
+    p.add_argument("--causal", action="store_true",
+                   help="a temporal model without look-ahead, as the live preview runs it")
     p.add_argument("-v", "--verbose", action="count", default=0)
     args = p.parse_args(argv)
     given = [args.rainy is not None and args.clean is not None, args.pairs is not None,
@@ -239,9 +241,21 @@ def _cmd_eval(argv: list[str]) -> int:
         p.error("--sequence applies to --rainy/--clean folders")
     _setup_logging(args.verbose)
     from streamrain.runtime.derainer import Derainer
+    from streamrain.runtime.temporal import TemporalDerainer, is_temporal
     from streamrain.train import evaluate as ev
     from streamrain.zoo import load_model
 
+    module = load_model(args.model)
+    open_stream = None
+    if is_temporal(module):
+        # A sequence goes through the model's stream as a video would (window kept across frames,
+        # look-ahead flushed at the end); an image pair is a clip of one frame.
+        derainer = TemporalDerainer(module, device=args.device, precision=args.precision, causal=args.causal)
+        open_stream = lambda: ev.Streamed(derainer.stream())  # noqa: E731
+    elif args.causal:
+        raise ConfigError(f"--causal: model {module.name} is not temporal (it sees one frame at a time)")
+    else:
+        derainer = Derainer(module, device=args.device, precision=args.precision)
     sequences = pairs = None
     if args.sequences is not None:
         sequences = ev.sequences_in(args.sequences)
@@ -254,8 +268,7 @@ def _cmd_eval(argv: list[str]) -> int:
         sequences = [ev.folder_sequence(args.rainy, args.clean)]
     else:
         pairs = ev.pair_loaders(args.rainy, args.clean, pairs_dir=args.pairs, side_by_side=args.side_by_side)
-    derainer = Derainer(load_model(args.model), device=args.device, precision=args.precision)
-    with _progress_bar(True) as bar:
+    with closing(derainer), _progress_bar(True) as bar:
         task = bar.add_task("eval", total=None, fps=0.0)
         started = time.monotonic()
 
@@ -267,7 +280,8 @@ def _cmd_eval(argv: list[str]) -> int:
         if sequences is None:
             result = ev.evaluate(derainer, pairs, limit=args.limit, on_image=on_image)
         else:
-            result = ev.evaluate_sequences(derainer, sequences, limit=args.limit, on_frame=on_image)
+            result = ev.evaluate_sequences(derainer, sequences, limit=args.limit, on_frame=on_image,
+                                           open_stream=open_stream)
     out.print(_eval_table(result, derainer.device_label, n_sequences=None if sequences is None
                           else len(sequences)))
     if args.json:

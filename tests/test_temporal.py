@@ -387,3 +387,41 @@ def test_live_derainer_of_a_temporal_model_is_causal(trnet_home):
     assert isinstance(live, TemporalDerainer) and live.causal and live.latency_frames == 0
     assert not offline.causal and offline.latency_frames == 2
     assert live(moving_clip(1)).shape == (1, 48, 64, 3)  # the live session's warm-up call
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_eval_scores_a_sequence_through_the_model_s_window(trnet_home, tmp_path, causal):
+    from PIL import Image
+
+    from streamrain.train.evaluate import _Scores
+
+    clean = moving_clip(7)
+    rainy = clean.copy()
+    rainy[:, :, ::5] = 255  # a streak every 5th column
+    for kind, frames in (("rainy", rainy), ("clean", clean)):
+        (tmp_path / kind).mkdir()
+        for t, frame in enumerate(frames):
+            Image.fromarray(frame).save(tmp_path / kind / f"{t:03d}.png")
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--model", "trnet-test", "--rainy", str(tmp_path / "rainy"), "--clean",
+                 str(tmp_path / "clean"), "--sequence", "--precision", "fp32", "--json", str(report),
+                 *(["--causal"] if causal else [])]) == 0
+    got = __import__("json").loads(report.read_text())
+
+    def scores_of(outputs: np.ndarray) -> dict:
+        scores = _Scores(temporal=True)
+        for r, c, o in zip(rainy, clean, outputs):
+            scores.add(*(torch.from_numpy(a).permute(2, 0, 1) for a in (r, c, o)))
+        return scores.means()
+
+    windowed = scores_of(reference(small_trnet(), rainy, causal=causal))
+    alone = scores_of(np.concatenate([reference(small_trnet(), rainy[t:t + 1]) for t in range(len(rainy))]))
+    for key in ("psnr_y", "ssim_y", "temporal_error"):
+        assert got[key] == pytest.approx(windowed[key], abs=2e-3)
+    # The neighbours were used, not each frame alone (which random weights change little but clearly).
+    assert abs(got["temporal_error"] - alone["temporal_error"]) > 0.05
+
+
+def test_eval_refuses_causal_for_a_single_frame_model(capsys):
+    assert main(["eval", "--model", "srnet-v3", "--rainy", "x", "--clean", "y", "--causal"]) == 1
+    assert "--causal: model srnet-v3 is not temporal" in capsys.readouterr().err

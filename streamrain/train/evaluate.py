@@ -258,6 +258,20 @@ class PerFrame:
         return []
 
 
+class Streamed:
+    """A temporal derainer's stream (``TemporalDerainer.stream()``) as a FrameStream: one frame per
+    batch, outputs back once their look-ahead has arrived, the rest at ``flush()``."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def push(self, rgb_u8_hwc: np.ndarray) -> list[np.ndarray]:
+        return [pixels for _, pixels in self.stream.collect(self.stream.submit(rgb_u8_hwc[None]))]
+
+    def flush(self) -> list[np.ndarray]:
+        return [pixels for _, pixels in self.stream.flush()]
+
+
 def evaluate_sequences(derainer, sequences: list[Sequence], *, limit: int | None = None,
                        on_frame: Callable[[str], None] | None = None,
                        open_stream: Callable[[], FrameStream] | None = None) -> EvalResult:
