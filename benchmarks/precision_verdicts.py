@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # measure, and write the cards of, the checkout this script is in
 
 
-def measure(name: str, data: Path, *, pairs_limit: int) -> dict:
+def measure(name: str, data: Path, *, pairs_limit: int, threads: int) -> dict:
     """The card fields for model ``name``: its cost, counted now, and its precision verdict."""
     from streamrain.modelinfo import cost
     from streamrain.train.evaluate import pair_loaders
@@ -48,7 +48,7 @@ def measure(name: str, data: Path, *, pairs_limit: int) -> dict:
     measured_on = (f"{data.name}, all {total} pairs" if len(pairs) == total
                    else f"{data.name}, first {len(pairs)} of {total} pairs (sorted by name)")
     started = time.monotonic()
-    verdict = measure_precision(entry.name, pairs, measured_on=measured_on)
+    verdict = measure_precision(entry.name, pairs, measured_on=measured_on, threads=threads)
     print(f"{entry.name}: fp32 {verdict['psnr_y']['fp32']:.4f}  bf16 {verdict['psnr_y']['bf16']:.4f}  "
           f"cost {verdict['cost_db']['bf16']:+.4f} dB -> reduced_ok {verdict['reduced_ok']}  "
           f"({measured_on}; {time.monotonic() - started:.0f} s)", flush=True)
@@ -62,6 +62,7 @@ def main() -> None:
                    help="an importable architecture and the authors' checkpoint to measure it with")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "rain100l")
     p.add_argument("--pairs", type=int, default=20, help="the first N pairs (default 20; 0: all)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 beside a training run)")
     args = p.parse_args()
     if not (args.data / "rainy").is_dir():
         raise SystemExit(f"--data {args.data}: no rainy/ and clean/ folders (Rain100L)")
@@ -69,7 +70,7 @@ def main() -> None:
     from streamrain.cards import ARCH_CARDS_PATH, arch_cards, update_card, write_json
     from streamrain.zoo import BUNDLED_DIR, resolve
 
-    options = dict(pairs_limit=args.pairs)
+    options = dict(pairs_limit=args.pairs, threads=args.threads)
     if args.arch:
         from streamrain.importer import import_checkpoint
 

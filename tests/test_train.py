@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -253,3 +254,87 @@ def test_a_gpu_burst_runs_from_packed_crops_without_pyav(tiny_recipe, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "tiny" / "burst.json").read_text())
     assert summary["step"] > 0 and (tmp_path / "out" / "tiny" / "checkpoint.pt").exists()
+
+
+# -- temporal models: clips ------------------------------------------------------------------------
+
+@pytest.fixture
+def clip_recipe(tiny_recipe, tmp_path):
+    """tiny_recipe's photos plus one sequence of 8 frames (a folder), for a small TRNet on 5-frame clips."""
+    sequence = tmp_path / "frames" / "seq"
+    sequence.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    scene = rng.integers(0, 256, (8, 12, 3)).astype(np.uint8).repeat(8, 0).repeat(8, 1)
+    for t in range(8):
+        av.VideoFrame.from_ndarray(np.roll(scene, 2 * t, axis=1)[:, :80], format="rgb24").save(
+            str(sequence / f"{t:03d}.png"))
+    text = tiny_recipe.path.read_text().replace('name = "tiny"', 'name = "tiny-clips"').replace(
+        'arch = "srnet"', 'arch = "trnet"').replace(
+        "half_channels = 8\nquarter_channels = 8\nblocks = 1",
+        "half_channels = 8\nquarter_channels = 8\nkey_channels = 4\nvalue_channels = 4\nflow_channels = 4\n"
+        "feat_blocks = 1\nfuse_blocks = 1").replace(
+        "batch = 4", f'batch = 2\nframes = 5\nframe_dirs = ["{tmp_path / "frames"}"]').replace(
+        "threads = 1", "threads = 1\ncausal_fraction = 0.5")
+    path = tmp_path / "clips.toml"
+    path.write_text(text)
+    return load_recipe(path)
+
+
+def test_a_temporal_model_trains_on_clips_and_resumes_exactly(clip_recipe, tmp_path):
+    straight = Trainer(clip_recipe, tmp_path / "straight")
+    rainy, clean = straight.pairs.batch(2, torch.Generator().manual_seed(0))
+    assert rainy.shape == clean.shape == (2, 5, 3, 32, 32) and len(straight.pairs.clips) == 1
+    assert straight.val_set[0][0].shape == (2, 5, 3, 32, 32)
+    result = straight.run()
+    assert result.step == 20 and math.isfinite(result.val_psnr)
+    first = Trainer(clip_recipe, tmp_path / "resumed", max_steps=10)
+    first.run()
+    second = Trainer(clip_recipe, tmp_path / "resumed")
+    assert second.run().step == 20
+    for a, b in zip(straight.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_causal_batches_never_see_the_future(clip_recipe, tmp_path):
+    trainer = Trainer(clip_recipe, tmp_path / "run")
+    for p in trainer.model.parameters():  # weights that make every path matter
+        p.data.normal_(0, 0.1)
+    rainy, _ = trainer.pairs.batch(1, torch.Generator().manual_seed(0))
+    later = rainy.clone()
+    later[:, 3:] = torch.rand_like(later[:, 3:])  # frames 3 and 4 replaced
+    with torch.no_grad():
+        a, b = (trainer.forward(x, causal=True) for x in (rainy, later))
+        offline = trainer.forward(later)
+    assert torch.equal(a[:3], b[:3])  # frames 0..2 computed from frames up to their own only
+    assert not torch.equal(offline[:3], a[:3])  # offline, frames 1 and 2 look ahead
+
+
+def test_trnet_adopts_an_srnet_and_starts_as_exactly_that_srnet(clip_recipe, tmp_path):
+    from streamrain.archs.srnet import SRNet
+
+    srnet = SRNet(half_channels=8, quarter_channels=8, blocks=2).eval()
+    for p in srnet.parameters():
+        p.data.normal_(0, 0.1)
+    weights = tmp_path / "srnet.safetensors"
+    from streamrain.weights import save_weights
+    save_weights(weights, srnet, arch="srnet", arch_args={"half_channels": 8, "quarter_channels": 8, "blocks": 2},
+                 dtype=torch.float32)
+    recipe = replace(clip_recipe, train=replace(clip_recipe.train, init_from=weights))
+    trainer = Trainer(recipe, tmp_path / "run")
+    clip = torch.rand(1, 5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(trainer.model.eval().forward_clips(clip)[0], srnet(clip[0]), atol=1e-6)
+    deeper = SRNet(half_channels=8, quarter_channels=8, blocks=3)
+    save_weights(weights, deeper, arch="srnet", arch_args={"half_channels": 8, "quarter_channels": 8, "blocks": 3})
+    with pytest.raises(ValueError, match="cannot adopt an SRNet of 8/8 channels and 3 blocks"):
+        Trainer(recipe, tmp_path / "other")
+
+
+def test_clip_recipes_are_checked(clip_recipe, tmp_path):
+    text = clip_recipe.path.read_text()
+    for change, message in [(('arch = "trnet"', 'arch = "srnet"'), "frames is for temporal models"),
+                            (("frames = 5", "frames = 1"), "frames must be 0 \\(images\\) or at least 2")]:
+        path = tmp_path / "bad.toml"
+        path.write_text(text.replace(*change))
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(path)

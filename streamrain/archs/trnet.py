@@ -139,6 +139,7 @@ class TRNet(_Alignment):
     pad_multiple = 4
     clamps_output = True
     temporal = True  # the runtime keeps a window of per-frame features (streamrain.runtime.temporal)
+    adopts = ("srnet",)  # weights it can start from (``adopt``)
 
     def __init__(self, *, half_channels: int = 24, quarter_channels: int = 48, key_channels: int = 16,
                  value_channels: int = 24, flow_channels: int = 16, feat_blocks: int = 1,
@@ -178,6 +179,25 @@ class TRNet(_Alignment):
                    for c in range(n) for t in range(frames)]
         out = self.fuse_windows(flat, self.features(flat), windows)
         return out.unflatten(0, (n, frames))
+
+    def adopt(self, srnet: nn.Module) -> None:
+        """Start from an SRNet of the same widths with ``feat_blocks + fuse_blocks`` blocks: its
+        head, down, up and tail, its first blocks as the per-frame ones and the rest after the
+        fusion. The fusion's 1x1 convolution is zeroed, so the network computes exactly the
+        SRNet's output on every frame until training teaches it to use the neighbours."""
+        blocks = list(self.feat_body) + list(self.fuse_body)
+        if (srnet.head.out_channels, srnet.down.out_channels, len(srnet.body)) != \
+                (self.head.out_channels, self.down.out_channels, len(blocks)):
+            raise ValueError(f"cannot adopt an SRNet of {srnet.head.out_channels}/{srnet.down.out_channels} "
+                             f"channels and {len(srnet.body)} blocks: this TRNet has "
+                             f"{self.head.out_channels}/{self.down.out_channels} and {len(blocks)}")
+        with torch.no_grad():
+            for name in ("head", "down", "up", "tail"):
+                getattr(self, name).load_state_dict(getattr(srnet, name).state_dict())
+            for mine, theirs in zip(blocks, srnet.body):
+                mine.load_state_dict(theirs.state_dict())
+            self.fuse.weight.zero_()
+            self.fuse.bias.zero_()
 
     # -- the two parts the streaming runtime calls ----------------------------------------------
 

@@ -16,17 +16,20 @@ import logging
 import math
 from pathlib import Path
 
-import av
 import torch
 import torch.nn.functional as F
 
-from streamrain.train.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, _frame_to_chw, read_image
+from streamrain.train.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, _av, _frame_to_chw, read_image
+from streamrain.train.synth import RainMix, RainParams
+from streamrain.train.video_rain import add_rain_to_clip
 
 log = logging.getLogger(__name__)
 
 
 def read_clip(path: Path, *, max_side: int, max_frames: int) -> torch.Tensor:
     """uint8 (T, 3, H, W): the first ``max_frames`` consecutive frames of a video file."""
+    import av
+
     frames = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
@@ -51,8 +54,12 @@ def load_clip_pool(video_dirs: list[Path], frame_dirs: list[Path], *, max_side: 
     """The clips under the folders: video files under ``video_dirs``, frame sequences under
     ``frame_dirs``; clips shorter than ``min_frames`` are left out."""
     pool = []
+    av = _av()
     for d in video_dirs:
         for path in sorted(p for p in Path(d).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES):
+            if av is None:  # a GPU burst machine has no PyAV: its clips come as frame folders
+                log.warning("skipping %s: reading clips needs PyAV", path)
+                continue
             try:
                 pool.append(read_clip(path, max_side=max_side, max_frames=max_frames))
             except (av.FFmpegError, RuntimeError) as exc:
@@ -116,3 +123,29 @@ def camera_path(image: torch.Tensor, frames: int, patch: int, gen: torch.Generat
         src = F.avg_pool2d(src, factor)
     grid = F.affine_grid(theta, [frames, 3, patch, patch], align_corners=False)
     return F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+class SyntheticClips:
+    """Batches of (rainy, clean) clips, float32 ``(B, T, 3, P, P)``, deterministic for a given
+    generator state: real clean clips (``clips``) and photos moved along a camera path
+    (``photos``, a share ``photo_share`` of the samples), with rain that falls through them."""
+
+    def __init__(self, clips: list[torch.Tensor], photos: list[torch.Tensor], *, frames: int, patch: int,
+                 rain: RainParams | RainMix, photo_share: float = 0.5):
+        if not clips and not photos:
+            raise ValueError("no clean clips and no photos to make clips from")
+        self.clips = [c for c in clips if c.shape[0] >= frames and min(c.shape[2:]) >= patch // 2]
+        self.photos, self.frames, self.patch, self.rain = photos, frames, patch, rain
+        self.photo_share = photo_share if self.clips and photos else (1.0 if photos else 0.0)
+
+    def clean_clip(self, gen: torch.Generator) -> torch.Tensor:
+        if float(torch.rand(1, generator=gen)) < self.photo_share:
+            photo = self.photos[int(torch.randint(len(self.photos), (1,), generator=gen))]
+            return camera_path(photo, self.frames, self.patch, gen).clamp_(0, 1)
+        clip = self.clips[int(torch.randint(len(self.clips), (1,), generator=gen))]
+        return clip_patch(clip, self.frames, self.patch, gen)
+
+    def batch(self, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        clean = torch.stack([self.clean_clip(gen) for _ in range(size)])
+        rainy = torch.stack([add_rain_to_clip(c, self.rain, gen) for c in clean])
+        return rainy, clean

@@ -29,6 +29,13 @@ class DataSection:
     scale: tuple[float, float] = (0.5, 1.0)
     clip_every: int = 25
     val_every_nth_image: int = 20  # held out from training, used only for validation
+    # Temporal models (streamrain.train.clips): each sample is a clip of ``frames`` consecutive
+    # frames, from the clean videos under ``video_dirs``, the frame sequences under ``frame_dirs``,
+    # and (a share ``photo_clip_share``) photos of clean_dirs moved along a camera path.
+    frames: int = 0  # 0: single images
+    video_dirs: tuple[Path, ...] = ()
+    frame_dirs: tuple[Path, ...] = ()
+    photo_clip_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,9 @@ class TrainSection:
     bf16: bool = True
     threads: int = 0  # 0: torch's default
     init_from: Path | None = None  # weights (.safetensors) to start from: fine-tuning a shipped model
+    # Temporal models: the share of batches trained in causal mode (no look-ahead, as live sources
+    # run), so that one checkpoint serves offline and live use.
+    causal_fraction: float = 0.0
     # Supervise every stage of a multi-stage network (one with ``forward_stages``), as RESCAN-style
     # recurrent networks (SDSEN) are trained upstream; the loss is the mean over the stages.
     stage_loss: bool = False
@@ -93,11 +103,18 @@ def load_recipe(path: Path) -> Recipe:
         raise RecipeError(f"{path}: unknown arch {raw['arch']!r}; known: {sorted(ARCHS)}")
     data = dict(raw["data"])
     # Relative data folders are relative to the recipe file, so a recipe works from any directory.
-    for key in ("clean_dirs", "paired_dirs"):
+    for key in ("clean_dirs", "paired_dirs", "video_dirs", "frame_dirs"):
         data[key] = [(path.parent / d).resolve() for d in data.get(key, [])]
     data_section = _section(DataSection, data, f"{path} [data]")
     if not data_section.clean_dirs and not data_section.paired_dirs:
         raise RecipeError(f"{path}: [data] needs clean_dirs or paired_dirs")
+    if data_section.frames:
+        if data_section.frames < 2:
+            raise RecipeError(f"{path}: [data] frames must be 0 (images) or at least 2; got {data_section.frames}")
+        if not getattr(ARCHS[raw["arch"]], "temporal", False):
+            raise RecipeError(f"{path}: [data] frames is for temporal models; {raw['arch']} sees one frame")
+        if data_section.paired_dirs:
+            raise RecipeError(f"{path}: [data] paired_dirs are image pairs; a clip recipe cannot use them")
     train = dict(raw.get("train", {}))
     if "init_from" in train:
         train["init_from"] = (path.parent / train["init_from"]).resolve()

@@ -20,6 +20,7 @@ import torch
 from streamrain.archs import ARCHS
 from streamrain.runtime.derainer import cpu_has_bf16
 from streamrain.runtime.layout import to_channels_last
+from streamrain.train.clips import SyntheticClips, load_clip_pool
 from streamrain.train.data import MixedPairs, SyntheticPairs, load_clean_pool
 from streamrain.train.paired import PairedPatches, find_pairs, load_pair
 from streamrain.train.losses import combined_loss
@@ -45,6 +46,8 @@ def _lr_factor(step: int, *, warmup: int, total: int, min_ratio: float) -> float
 
 
 def _psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean PSNR over the images of a batch (B, 3, H, W) or over every frame of clips (B, T, 3, H, W)."""
+    pred, target = pred.flatten(0, -4), target.flatten(0, -4)
     mse = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
     return (10 * torch.log10(1 / mse)).mean().item()
 
@@ -95,6 +98,7 @@ class Trainer:
             torch.set_num_threads(recipe.train.threads)
         torch.manual_seed(recipe.train.seed)
         self.model = ARCHS[recipe.arch](**recipe.arch_args)
+        self.clips = bool(recipe.data.frames)  # a temporal model, trained on clips
         if recipe.train.stage_loss and not hasattr(self.model, "forward_stages"):
             raise RecipeError(f"{recipe.path}: stage_loss needs a multi-stage network; {recipe.arch} has one stage")
         to_channels_last(self.model)
@@ -113,6 +117,8 @@ class Trainer:
         self._resume()
 
     def _load_data(self) -> None:
+        if self.clips:
+            return self._load_clips()
         d = self.recipe.data
         sources, val_sources, shares = [], [], []
         if d.clean_dirs:
@@ -138,6 +144,24 @@ class Trainer:
             shares.append(d.paired_fraction if d.clean_dirs else 1.0)
         self.pairs = sources[0] if len(sources) == 1 else MixedPairs(sources, shares)
         val_pairs = val_sources[0] if len(val_sources) == 1 else MixedPairs(val_sources, shares)
+        self._fix_validation_set(val_pairs)
+
+    def _load_clips(self) -> None:
+        """Clips for a temporal model. Validation: held-out photos moved along camera paths (the
+        few real clips are all trained on)."""
+        d = self.recipe.data
+        photos = load_clean_pool(list(d.clean_dirs), max_side=d.max_side, min_side=d.min_side,
+                                 clip_every=d.clip_every, exclude=d.exclude)
+        train, val = _hold_out(photos, d.val_every_nth_image)
+        clips = load_clip_pool(list(d.video_dirs), list(d.frame_dirs), max_side=d.max_side, min_frames=d.frames)
+        self.pairs = SyntheticClips(clips, train, frames=d.frames, patch=d.patch, rain=self.recipe.rain,
+                                    photo_share=d.photo_clip_share)
+        log.info("synthetic rain over %d clean clips and %d photos (%d held out) on camera paths",
+                 len(self.pairs.clips), len(train), len(val))
+        self._fix_validation_set(SyntheticClips([], val, frames=d.frames, patch=d.patch, rain=self.recipe.rain))
+
+    def _fix_validation_set(self, val_pairs) -> None:
+        d = self.recipe.data
         # A fixed validation set: same held-out images, same rain, every time and every resume.
         val_gen = torch.Generator().manual_seed(12345)
         self.val_set = [val_pairs.batch(d.batch, val_gen) for _ in range(self.recipe.train.val_batches)]
@@ -168,10 +192,17 @@ class Trainer:
     def _init_from(self, path: Path) -> None:
         start = build_from_weights(path)
         meta = read_metadata(path)
-        if meta.get("arch") != self.recipe.arch or json.loads(meta.get("arch_args", "{}")) != self.recipe.arch_args:
+        adoptable = meta.get("arch") in getattr(self.model, "adopts", ())
+        if not adoptable and (meta.get("arch") != self.recipe.arch
+                              or json.loads(meta.get("arch_args", "{}")) != self.recipe.arch_args):
             raise ValueError(f"{path} holds {meta.get('arch')} {meta.get('arch_args')}, "
                              f"not the recipe's {self.recipe.arch} {self.recipe.arch_args}")
-        self.model.load_state_dict({k: v.to(self.device) for k, v in start.state_dict().items()})
+        if meta.get("arch") != self.recipe.arch:
+            # Another architecture's weights where this one declares how to adopt them (TRNet
+            # starts as the SRNet it was split from, computing exactly its output).
+            self.model.adopt(start)
+        else:
+            self.model.load_state_dict({k: v.to(self.device) for k, v in start.state_dict().items()})
         log.info("starting from the weights in %s", path)
 
     def save_checkpoint(self) -> None:
@@ -186,18 +217,26 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(self.checkpoint_path)  # a kill mid-save never leaves a broken checkpoint
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+    def forward(self, rgb: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
         """The network on RGB batches, in the channel order it declares: a BGR network (the ports of
-        upstream code trained on cv2 images) is trained on BGR, as ``DerainModule`` will feed it."""
+        upstream code trained on cv2 images) is trained on BGR, as ``DerainModule`` will feed it.
+        Clips (B, T, 3, H, W) go to a temporal model whole and come back as (B * T, 3, H, W)."""
+        if self.clips:
+            return self.model.forward_clips(rgb, causal=causal).flatten(0, 1)
         if getattr(self.model, "input_order", "rgb") == "bgr":
             return self.model(rgb.flip(1)).flip(1)
         return self.model(rgb)
 
-    def training_loss(self, rainy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-        """The recipe's loss on one batch; with ``stage_loss``, its mean over every stage's output."""
+    def training_loss(self, rainy: torch.Tensor, clean: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        """The recipe's loss on one batch; with ``stage_loss``, its mean over every stage's output;
+        for clips, over every frame of every clip."""
         bgr = getattr(self.model, "input_order", "rgb") == "bgr"
+        if self.clips:
+            clean = clean.flatten(0, 1)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            if self.recipe.train.stage_loss:
+            if self.clips:
+                outputs = [self.forward(rainy, causal=causal)]
+            elif self.recipe.train.stage_loss:
                 stages = self.model.forward_stages(rainy.flip(1) if bgr else rainy)
                 outputs = [s.flip(1) if bgr else s for s in stages]
             else:
@@ -208,11 +247,14 @@ class Trainer:
     def validate(self) -> float:
         self.model.eval()
         with torch.inference_mode():
-            scores = [_psnr_batch(self.forward(rainy.to(self.device).contiguous(memory_format=torch.channels_last)),
-                                  clean.to(self.device))
+            scores = [_psnr_batch(self.forward(self._to_device(rainy)), self._to_device(clean))
                       for rainy, clean in self.val_set]
         self.model.train()
         return sum(scores) / len(scores)
+
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)
+        return batch if batch.dim() != 4 else batch.contiguous(memory_format=torch.channels_last)
 
     def _request_stop(self, signum, frame) -> None:
         self._stop_requested = True
@@ -232,9 +274,11 @@ class Trainer:
                     timed_out = True
                     break
                 rainy, clean = next(batches)
-                rainy = rainy.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                clean = clean.to(self.device, non_blocking=True)
-                loss = self.training_loss(rainy, clean)
+                rainy, clean = self._to_device(rainy), clean.to(self.device, non_blocking=True)
+                # Drawn from the run's generator only when used, so image recipes resume as before.
+                causal = self.clips and cfg.causal_fraction > 0 and \
+                    float(torch.rand(1, generator=self.gen)) < cfg.causal_fraction
+                loss = self.training_loss(rainy, clean, causal=causal)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.recipe.optim.grad_clip:
