@@ -38,9 +38,7 @@ def test_a_stored_cost_matches_a_live_count():
 def test_every_bundled_model_has_its_cost_and_a_consistent_precision_verdict(weights):
     card = read_card(weights)
     assert isinstance(card["params"], int) and card["gmac_per_megapixel"] > 0
-    verdict = card.get("precision")  # benchmarks/precision_verdicts.py writes it; run it for new weights
-    if verdict is None:  # never measured (sdsen-v1 so far): run in fp32, see the models list test
-        return
+    verdict = card["precision"]  # benchmarks/precision_verdicts.py writes it; run it for new weights
     cost_db = verdict["psnr_y"]["fp32"] - verdict["psnr_y"]["bf16"]
     assert verdict["cost_db"]["bf16"] == pytest.approx(cost_db, abs=1e-3)
     assert ("bf16" in verdict["reduced_ok"]) == (abs(cost_db) <= PRECISION_THRESHOLD_DB)
@@ -166,3 +164,46 @@ def test_measure_precision_writes_a_verdict_for_a_model(home):
                                 threads=1, emulate=True)
     assert set(verdict["psnr_y"]) == {"fp32", "bf16"} and verdict["bf16"] == "emulated in fp32 kernels"
     assert verdict["reduced_ok"] == (["bf16"] if abs(verdict["cost_db"]["bf16"]) <= PRECISION_THRESHOLD_DB else [])
+
+
+# -- the quality alias ------------------------------------------------------------------------------
+
+def test_quality_alias_resolves_to_its_base_run_on_flipped_copies():
+    from streamrain.runtime.self_ensemble import FlipEnsemble
+    from streamrain.zoo import QUALITY_ALIAS, load_model
+
+    entry = resolve(QUALITY_ALIAS)
+    base = resolve(entry.alias_of)
+    assert entry.weights == base.weights and entry.self_ensemble == 4
+    module = load_model(QUALITY_ALIAS)
+    assert isinstance(module.net, FlipEnsemble) and module.name == QUALITY_ALIAS
+    x = torch.rand(1, 3, 36, 52, generator=torch.Generator().manual_seed(0))
+    net = load_model(base.name).net
+    with torch.no_grad():
+        by_hand = (net(x) + net(x.flip(-1)).flip(-1) + net(x.flip(-2)).flip(-2) + net(x.flip(-2, -1)).flip(-2, -1)) / 4
+        assert torch.allclose(module(x), by_hand.clamp(0, 1), atol=1e-6)
+        # The CPU runtime runs the base's inference form, ensembled the same way.
+        derained = Derainer(module, device="cpu", precision="fp32")(
+            (x[0].permute(1, 2, 0).numpy()[None] * 255).round().astype("uint8"))
+    assert derained.shape == (1, 36, 52, 3)
+
+
+def test_quality_alias_names_the_best_shipped_model_on_heavy_rain_and_lists_its_cost():
+    from streamrain.modelinfo import describe_models
+    from streamrain.zoo import QUALITY_ALIAS
+
+    rows = {r["name"]: r for r in describe_models()}
+    quality = rows[QUALITY_ALIAS]
+    heavy = quality["metrics"]["rain100h_dev_psnr_y"]  # measured for the alias itself, not inherited
+    for name, row in rows.items():
+        assert row["metrics"].get("rain100h_dev_psnr_y", 0) <= heavy, f"{name} beats the quality alias"
+    base = rows[quality["alias_of"]]
+    assert quality["gmac_per_mp"] == pytest.approx(4 * base["gmac_per_mp"], abs=0.05)
+    assert quality["fps_640x360"] and quality["precision"] == base["precision"]
+
+
+def test_an_alias_of_a_missing_model_is_not_listed(home):
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "nothing.json").write_text('{"alias_of": "no-such-model"}')
+    from streamrain.zoo import catalog
+    assert "nothing" not in catalog()
