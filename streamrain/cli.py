@@ -173,8 +173,8 @@ def _cmd_models(argv: list[str]) -> int:
     if args.json:
         out.print_json(json.dumps(rows))
         return 0
-    header = ("name", "arch", "params", "GMAC/MP", "weights", "default", "precision", "temporal",
-              "Rain100L PSNR-Y")
+    header = ("name", "arch", "params", "GMAC/MP", "fps 640x360", "weights", "default", "precision", "temporal",
+              "Rain100L PSNR-Y", "Rain100H-dev PSNR-Y", "alias of")
     lines = [_model_row(r) for r in rows]
     if not out.is_terminal:
         # Piped or redirected: plain columns as wide as their widest cell, one model per line, so
@@ -193,13 +193,19 @@ def _cmd_models(argv: list[str]) -> int:
 
 
 def _model_row(row: dict) -> tuple[str, ...]:
-    metric = row["metrics"].get("rain100l_psnr_y")
+    def figure(value, spec: str) -> str:
+        return format(value, spec) if value else "-"
+
     precision = row["precision"] or "-"
     if row["precision"] and not row["precision_measured"]:
         precision += " (not measured)"
-    return (row["name"], row["arch"], f"{row['params']:,}", f"{row['gmac_per_mp']:.1f}",
+    alias = ""
+    if row["alias_of"]:
+        alias = row["alias_of"] + (f" on {row['self_ensemble']} flipped copies" if row["self_ensemble"] > 1 else "")
+    return (row["name"], row["arch"], f"{row['params']:,}", f"{row['gmac_per_mp']:.1f}", figure(row["fps_640x360"], ".0f"),
             "yes" if row["weights"] else "no", "*" if row["default"] else "", precision,
-            "yes" if row["temporal"] else "", f"{metric:.2f}" if metric else "-")
+            "yes" if row["temporal"] else "", figure(row["metrics"].get("rain100l_psnr_y"), ".2f"),
+            figure(row["metrics"].get("rain100h_dev_psnr_y"), ".2f"), alias)
 
 
 # -- streamrain eval ------------------------------------------------------------------------------

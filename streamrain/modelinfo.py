@@ -68,17 +68,23 @@ def _macs(net, frames: int, side: int) -> float:
 def describe_models() -> list[dict]:
     """One row per known model, in name order: ``name``, ``arch``, ``params``, ``gmac_per_mp``,
     ``weights``, ``default``, ``precision`` (the default precision on this machine's default device),
-    ``precision_measured``, ``metrics``, ``how_to_get``."""
+    ``precision_measured``, ``temporal``, ``alias_of`` and ``self_ensemble`` (an alias: the model it
+    runs, on how many flipped copies), ``fps_640x360`` (the card's ``bench_fps_640x360``: `streamrain
+    bench --size 640x360` end to end on the project's 2-core CPU; None where not measured),
+    ``metrics``, ``how_to_get``."""
     device = resolve_device("auto")
     rows = []
     for name, entry in sorted(catalog().items()):
         if entry.arch not in ARCHS:
             continue
         params, gmac = _stored_cost(entry)
+        gmac *= entry.self_ensemble  # an alias's card holds its base's cost: once per flipped copy
         rows.append({"name": name, "arch": entry.arch, "params": params, "gmac_per_mp": round(gmac, 2),
                      "weights": entry.weights is not None, "default": entry.default,
                      "precision": _auto_precision(entry, device),
                      "precision_measured": entry.reduced_precisions is not None,
                      "temporal": bool(getattr(ARCHS[entry.arch], "temporal", False)),
+                     "alias_of": entry.alias_of or None, "self_ensemble": entry.self_ensemble,
+                     "fps_640x360": entry.card.get("bench_fps_640x360"),
                      "metrics": entry.metrics, "how_to_get": entry.how_to_get})
     return rows

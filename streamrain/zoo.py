@@ -4,6 +4,11 @@ Bundled weights live in ``streamrain/weights/`` (package data, so an installed c
 each ``NAME.safetensors`` with an optional ``NAME.json`` card (streamrain.cards: measured metrics,
 cost, precision verdict). Weights a user imports or trains go to ``$STREAMRAIN_HOME/models``
 (default: the user's cache folder), with the same layout.
+
+An alias is a card with no weights of its own: ``NAME.json`` holding ``"alias_of": MODEL`` and
+optionally ``"self_ensemble": N`` (the model run on N flipped copies, streamrain.runtime.self_ensemble),
+with the figures measured for it (its cost is its base's, once per copy). ``quality`` (streamrain/weights/quality.json) names the best
+quality the project ships, whatever model that is.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import torch
 from streamrain.archs import ARCHS
 from streamrain.cards import arch_cards, read_card, reduced_ok
 from streamrain.errors import ModelError
+from streamrain.runtime.self_ensemble import FlipEnsemble
 from streamrain.runtime.wrapper import DerainModule
 from streamrain.weights import WeightsError, build_from_weights, read_metadata
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "srnet-v3"
+QUALITY_ALIAS = "quality"
 
 # Published networks with no weights we may ship: how a user gets some.
 _HOW_TO_GET = {
@@ -53,6 +60,8 @@ class ModelEntry:
     default: bool = False
     card: dict = field(default_factory=dict)  # streamrain.cards; for a weightless entry, its arch's
     how_to_get: str = ""
+    alias_of: str = ""  # an alias: the model whose weights it runs
+    self_ensemble: int = 1  # flipped copies averaged (streamrain.runtime.self_ensemble)
 
     @property
     def metrics(self) -> dict:
@@ -84,11 +93,24 @@ def catalog() -> dict[str, ModelEntry]:
     """Every known model: bundled, user-installed (these win on a name clash), and, for published
     networks with no weights here at all, a weightless entry that says how to get some."""
     entries: dict[str, ModelEntry] = {}
+    aliases: dict[str, dict] = {}
     for folder in (BUNDLED_DIR, user_dir()):
         if folder.is_dir():
             for path in sorted(folder.glob("*.safetensors")):
                 entry = _entry_from_file(path)
                 entries[entry.name] = entry
+            for path in sorted(folder.glob("*.json")):
+                card = read_card(path)
+                if "alias_of" in card and not path.with_suffix(".safetensors").exists():
+                    aliases[path.stem] = card
+    for name, card in aliases.items():
+        base = entries.get(card["alias_of"])
+        if base is not None and name not in entries:
+            # The base model's card (cost, precision verdict) under the alias's own figures: not
+            # the base's metrics, which were measured without the ensemble.
+            inherited = {k: v for k, v in base.card.items() if k != "metrics"}
+            entries[name] = ModelEntry(name, base.arch, base.weights, card={**inherited, **card},
+                                       alias_of=base.name, self_ensemble=int(card.get("self_ensemble", 1)))
     with_weights = {e.arch for e in entries.values()}
     published = arch_cards()
     for arch, how in _HOW_TO_GET.items():
@@ -130,5 +152,7 @@ def load_model(name: str | None = None, *, device: str = "cpu") -> torch.nn.Modu
         net = build_from_weights(entry.weights)
     except WeightsError as exc:
         raise ModelError(str(exc)) from exc
+    if entry.self_ensemble > 1:
+        net = FlipEnsemble(net, entry.self_ensemble)
     return DerainModule(net, name=entry.name, arch=entry.arch,
                         reduced_precisions=entry.reduced_precisions).to(device).eval()
