@@ -338,3 +338,21 @@ def test_clip_recipes_are_checked(clip_recipe, tmp_path):
         path.write_text(text.replace(*change))
         with pytest.raises(RecipeError, match=message):
             load_recipe(path)
+
+
+def test_temporal_loss_costs_flicker_not_motion(clip_recipe, tmp_path):
+    from streamrain.train.losses import temporal_loss
+
+    clean = torch.rand(2, 5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    moved = clean + 0.1  # the same changes from frame to frame: no flicker, however far from clean
+    flicker = clean.clone()
+    flicker[:, 1::2] += 0.1  # residue that comes and goes
+    assert temporal_loss(moved, clean) < 2e-3 < 0.05 < temporal_loss(flicker, clean)
+    recipe = replace(clip_recipe, loss={**clip_recipe.loss, "temporal": 1.0})
+    assert Trainer(recipe, tmp_path / "run", max_steps=3).run().step == 3
+    text = clip_recipe.path.read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("frames = 5\n", "").replace('arch = "trnet"', 'arch = "srnet"')
+                   + "[loss]\ntemporal = 1.0\n")
+    with pytest.raises(RecipeError, match="unknown loss term\\(s\\) \\['temporal'\\].*clip recipes only"):
+        load_recipe(bad)

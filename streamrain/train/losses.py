@@ -1,4 +1,5 @@
-"""Training losses used by the recipes. Images are float ``(B, 3, H, W)`` in [0, 1]."""
+"""Training losses used by the recipes. Images are float ``(B, 3, H, W)`` in [0, 1]; clips (temporal
+models) ``(B, T, 3, H, W)``: image terms score every frame, clip terms (``CLIP_LOSSES``) the clip."""
 
 from __future__ import annotations
 
@@ -65,6 +66,15 @@ def edge_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return charbonnier(lap(pred), lap(target))
 
 
+def temporal_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Charbonnier distance between the frame-to-frame changes of output and clean clips: flicker
+    (residue that comes and goes) costs, motion of the scene does not. The training form of the
+    temporal error that `streamrain eval` reports on sequences."""
+    return charbonnier(pred[:, 1:].float() - pred[:, :-1].float(), target[:, 1:].float() - target[:, :-1].float())
+
+
+CLIP_LOSSES = {"temporal": temporal_loss}
+
 LOSSES = {
     "l1": lambda p, t: F.l1_loss(p.float(), t.float()),
     "charbonnier": lambda p, t: charbonnier(p.float(), t.float()),
@@ -75,11 +85,21 @@ LOSSES = {
 
 
 def combined_loss(weights: dict[str, float]):
-    unknown = sorted(set(weights) - set(LOSSES))
+    """The weighted sum of the image terms in ``weights`` (clip terms are left to ``clip_loss``)."""
+    unknown = sorted(set(weights) - set(LOSSES) - set(CLIP_LOSSES))
     if unknown:
-        raise ValueError(f"unknown loss term(s) {unknown}; allowed: {sorted(LOSSES)}")
+        raise ValueError(f"unknown loss term(s) {unknown}; allowed: {sorted(LOSSES) + sorted(CLIP_LOSSES)}")
 
     def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum(w * LOSSES[name](pred, target) for name, w in weights.items() if w)
+        return sum(w * LOSSES[name](pred, target) for name, w in weights.items() if w and name in LOSSES)
+
+    return loss
+
+
+def clip_loss(weights: dict[str, float]):
+    """The weighted sum of the clip terms in ``weights``, on ``(B, T, 3, H, W)`` clips."""
+
+    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(w * CLIP_LOSSES[name](pred, target) for name, w in weights.items() if w and name in CLIP_LOSSES)
 
     return loss

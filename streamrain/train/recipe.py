@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from streamrain.archs import ARCHS
-from streamrain.train.losses import LOSSES
+from streamrain.train.losses import CLIP_LOSSES, LOSSES
 from streamrain.train.synth import RainMix, RainParams, rain_from_dict
 
 
@@ -119,9 +119,11 @@ def load_recipe(path: Path) -> Recipe:
     if "init_from" in train:
         train["init_from"] = (path.parent / train["init_from"]).resolve()
     loss = dict(raw.get("loss", {"charbonnier": 1.0}))
-    unknown_loss = sorted(set(loss) - set(LOSSES))
+    allowed_loss = set(LOSSES) | (set(CLIP_LOSSES) if data_section.frames else set())
+    unknown_loss = sorted(set(loss) - allowed_loss)
     if unknown_loss:
-        raise RecipeError(f"{path}: unknown loss term(s) {unknown_loss}; allowed: {sorted(LOSSES)}")
+        raise RecipeError(f"{path}: unknown loss term(s) {unknown_loss}; allowed: {sorted(allowed_loss)}"
+                          + ("" if data_section.frames else f" ({', '.join(CLIP_LOSSES)}: clip recipes only)"))
     try:
         rain = rain_from_dict(raw.get("rain", {}))
     except ValueError as exc:

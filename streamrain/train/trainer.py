@@ -23,7 +23,7 @@ from streamrain.runtime.layout import to_channels_last
 from streamrain.train.clips import SyntheticClips, load_clip_pool
 from streamrain.train.data import MixedPairs, SyntheticPairs, load_clean_pool
 from streamrain.train.paired import PairedPatches, find_pairs, load_pair
-from streamrain.train.losses import combined_loss
+from streamrain.train.losses import clip_loss, combined_loss
 from streamrain.train.recipe import Recipe, RecipeError
 from streamrain.weights import build_from_weights, read_metadata, save_weights
 
@@ -110,6 +110,7 @@ class Trainer:
             lambda s: _lr_factor(s, warmup=recipe.optim.warmup_steps, total=recipe.optim.steps,
                                  min_ratio=recipe.optim.min_lr_ratio))
         self.loss_fn = combined_loss(recipe.loss)
+        self.clip_loss_fn = clip_loss(recipe.loss)
         self.gen = torch.Generator().manual_seed(recipe.train.seed)
         self.step = 0
         self._stop_requested = False
@@ -242,7 +243,12 @@ class Trainer:
             else:
                 outputs = [self.forward(rainy)]
         # The loss itself in float32, outside autocast (SSIM's sums lose too much in bf16).
-        return sum(self.loss_fn(out.float(), clean) for out in outputs) / len(outputs)
+        loss = sum(self.loss_fn(out.float(), clean) for out in outputs) / len(outputs)
+        if self.clips:
+            frames = rainy.shape[1]
+            loss = loss + self.clip_loss_fn(outputs[0].float().unflatten(0, (-1, frames)),
+                                            clean.unflatten(0, (-1, frames)))
+        return loss
 
     def validate(self) -> float:
         self.model.eval()
