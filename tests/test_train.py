@@ -356,3 +356,10 @@ def test_temporal_loss_costs_flicker_not_motion(clip_recipe, tmp_path):
                    + "[loss]\ntemporal = 1.0\n")
     with pytest.raises(RecipeError, match="unknown loss term\\(s\\) \\['temporal'\\].*clip recipes only"):
         load_recipe(bad)
+
+
+def test_train_command_refuses_a_negative_worker_count(tiny_recipe, capsys):
+    from streamrain.cli import main
+
+    assert main(["train", str(tiny_recipe.path), "--data-workers", "-1"]) == 1
+    assert "--data-workers must be >= 0" in capsys.readouterr().err
