@@ -7,8 +7,8 @@ cost, precision verdict). Weights a user imports or trains go to ``$STREAMRAIN_H
 
 An alias is a card with no weights of its own: ``NAME.json`` holding ``"alias_of": MODEL`` and
 optionally ``"self_ensemble": N`` (the model run on N flipped copies, streamrain.runtime.self_ensemble),
-with the figures measured for it (its cost is its base's, once per copy). ``quality`` (streamrain/weights/quality.json) names the best
-quality the project ships, whatever model that is.
+with the figures measured for it (its cost is its base's, once per copy). ``quality``
+(streamrain/weights/quality.json) names the best quality the project ships, whatever model that is.
 """
 
 from __future__ import annotations
