@@ -12,20 +12,23 @@ import torch.nn.functional as F
 from streamrain.archs.srnet import FoldedSRNet, SRNet
 from streamrain.runtime.derainer import Derainer
 from streamrain.runtime.malloc import keep_freed_memory
-from streamrain.runtime.wrapper import DerainModule
+from streamrain.runtime.wrapper import DerainModule, pad_to_multiple
 
 
-@pytest.fixture
-def net():
+DEEP = dict(deep_channels=24, deep_blocks=1)
+
+
+@pytest.fixture(params=[{}, DEEP], ids=["plain", "deep"])
+def net(request):
     torch.manual_seed(0)
-    net = SRNet(half_channels=8, quarter_channels=16, blocks=2).eval()
+    net = SRNet(half_channels=8, quarter_channels=16, blocks=2, **request.param).eval()
     for p in net.parameters():  # weights large enough that every path changes the output
         p.data.normal_(0, 0.1)
     return net
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("shape", [(2, 3, 16, 24), (1, 3, 36, 68)])
+@pytest.mark.parametrize("shape", [(2, 3, 16, 24), (1, 3, 36, 68)])  # (quarter: 9x17, odd)
 def test_folded_form_is_exact_in_fp32(net, shape, layout):
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=layout)
     with torch.inference_mode():
@@ -49,7 +52,9 @@ def test_cpu_derainer_runs_the_folded_form_with_the_same_result(net):
     derainer = Derainer(DerainModule(net, name="t", arch="srnet"), device="cpu", precision="fp32")
     assert isinstance(derainer.module.net, FoldedSRNet)
     with torch.inference_mode():
-        expected = net(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)
+        # (20x28 is no multiple of 8: the runtime pads a deep SRNet's frames first, as here)
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+        expected = net(pad_to_multiple(x, net.pad_multiple))[..., :20, :28]
     expected_u8 = (expected * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     assert np.abs(derainer(frames).astype(int) - expected_u8).max() <= 1
 
@@ -95,3 +100,17 @@ def test_frozen_conv_is_conv2d_with_relu_or_a_residual_add(monkeypatch, onednn, 
             assert torch.allclose(conv(x, relu=True), expected.relu(), atol=1e-4)
             result = conv.add_to_(acc, x)
             assert result.data_ptr() == acc.data_ptr() and torch.allclose(acc, summed, atol=1e-4)
+
+
+def test_a_deep_stage_starts_at_zero_so_adopting_an_srnet_keeps_its_output(net):
+    deep = SRNet(half_channels=8, quarter_channels=16, blocks=2, **DEEP).eval()
+    deep.adopt(net)
+    x = torch.rand(1, 3, 32, 40, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        if net.deep_blocks:  # the same widths: the deep stage comes along
+            assert torch.equal(deep.deep_body[0].conv1.weight, net.deep_body[0].conv1.weight)
+        else:
+            assert torch.allclose(deep(x), net(x), atol=1e-6)
+    assert deep.pad_multiple == 8 and SRNet().pad_multiple == 4
+    with pytest.raises(ValueError, match="cannot adopt"):
+        deep.adopt(SRNet(half_channels=8, quarter_channels=24))

@@ -280,6 +280,33 @@ def test_inference_form_is_the_training_form_in_fp32():
     assert (expected - x).abs().max() > 0.05 and torch.allclose(got, expected, atol=1e-5)
 
 
+def test_inference_form_in_bf16_stays_close_to_fp32_on_a_moving_clip():
+    # The neighbours are warped (offsets of a pixel or more): torch's bf16 grid_sample on a
+    # channels_last input returned garbage (1e16) on exactly this path.
+    net = small_trnet()
+    x = (torch.from_numpy(moving_clip(7)).permute(0, 3, 1, 2).float() / 255).contiguous(
+        memory_format=torch.channels_last)
+    windows = [window(t, first=0, last=6, past=2, future=2) for t in range(7)]
+    with torch.inference_mode():
+        expected = net.fuse_windows(x, net.features(x), windows)
+        folded = net.inference_form(torch.bfloat16)
+        got = folded.fuse_windows(x, folded.features(x), windows)
+        offsets = folded.flow(folded.features(x).motion_as_centre[:1], folded.features(x).motion_as_neighbour[1:2])
+    assert offsets.abs().max() > 0.5  # the warps really move the values
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    assert (got - expected).abs().mean() < 0.01
+
+
+@pytest.mark.parametrize("verdict, expected", [(frozenset({"bf16"}), torch.bfloat16),
+                                               (frozenset(), torch.float32), (None, torch.float32)])
+def test_temporal_derainer_follows_the_cards_precision_verdict(monkeypatch, verdict, expected):
+    import streamrain.runtime.derainer as derainer_module
+
+    monkeypatch.setattr(derainer_module, "cpu_has_bf16", lambda: True)
+    module = DerainModule(small_trnet(), name="trnet-test", arch="trnet", reduced_precisions=verdict)
+    assert TemporalDerainer(module, device="cpu", precision="auto").dtype == expected
+
+
 def test_temporal_derainer_refuses_other_backends():
     with pytest.raises(ModelError, match="allowed: eager"):
         derainer_for(small_trnet(), backend="compile")

@@ -182,8 +182,14 @@ def test_fine_tuning_starts_from_shipped_weights(tiny_recipe, tmp_path):
     for a, b in zip(trainer.model.state_dict().values(), build_from_weights(weights).state_dict().values()):
         assert torch.equal(a, b)
     assert trainer.step == 0  # new optimiser and schedule; only the weights carry over
+    # Another SRNet's weights are adopted where they fit (a deep stage added starts at zero) ...
+    deeper = replace(tuned, arch_args={**tuned.arch_args, "deep_channels": 8, "deep_blocks": 1})
+    adopted = Trainer(deeper, tmp_path / "deeper").model
+    assert torch.equal(adopted.tail.weight, build_from_weights(weights).tail.weight)
+    assert not adopted.deep_up.weight.any()
+    # ... and refused where they do not.
     wider = replace(tuned, arch_args={**tuned.arch_args, "half_channels": 12})
-    with pytest.raises(ValueError, match="not the recipe's srnet"):
+    with pytest.raises(ValueError, match="cannot adopt an SRNet of 8/8 channels"):
         Trainer(wider, tmp_path / "wider")
 
 

@@ -8,6 +8,15 @@ The network predicts the rain layer and subtracts it: output = clamp(x - rain, 0
 
 Cost with the default arguments: about 8.9 GMAC (17.8 GFLOP) per 1280x720 frame.
 
+An optional **deep stage** (``deep_blocks`` > 0) runs after the quarter-resolution blocks at eighth
+resolution, ``deep_channels`` wide, and adds its result back to the quarter-resolution features
+(its last layer starts at zero). Why: heavy rain (dense streaks in several directions, a veil)
+is judged from a wider neighbourhood than three blocks at quarter resolution see, and a 3x3
+convolution of 2C channels at eighth resolution costs what one of C channels costs at quarter
+resolution while seeing twice as far. Frames are padded to multiples of 8 for it (``pad_multiple``);
+a quarter-resolution map of odd size (a 4:2:0 picture that is a multiple of 4 only) is extended
+by one edge row or column inside the network and cropped back.
+
 ``SRNet.inference_form(dtype)`` is the same function refactored for CPU inference (``FoldedSRNet``):
 measured ~1.2x faster per frame than the training form under bf16 autocast on this project's CPU.
 ``SRNet.yuv420_form(dtype, yuv)`` (``Yuv420SRNet``) takes and returns decoded 4:2:0 pictures as they
@@ -35,16 +44,35 @@ class _ResBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(x)))
 
 
+def _even_padded(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with its last row and column repeated where its height or width is odd."""
+    height, width = x.shape[-2:]
+    if height % 2 == 0 and width % 2 == 0:
+        return x
+    return F.pad(x, (0, width % 2, 0, height % 2), mode="replicate")
+
+
 class SRNet(nn.Module):
     input_order = "rgb"
-    pad_multiple = 4
     clamps_output = True
+    adopts = ("srnet",)  # another SRNet's weights, as far as they fit (``adopt``)
 
-    def __init__(self, *, half_channels: int = 24, quarter_channels: int = 48, blocks: int = 3):
+    def __init__(self, *, half_channels: int = 24, quarter_channels: int = 48, blocks: int = 3,
+                 deep_channels: int = 0, deep_blocks: int = 0):
         super().__init__()
+        if deep_blocks and deep_channels <= 0:
+            raise ValueError(f"deep_blocks={deep_blocks} needs deep_channels > 0")
+        self.pad_multiple = 8 if deep_blocks else 4
         self.head = nn.Conv2d(12, half_channels, 3, padding=1)
         self.down = nn.Conv2d(4 * half_channels, quarter_channels, 1)
         self.body = nn.Sequential(*[_ResBlock(quarter_channels) for _ in range(blocks)])
+        self.deep_blocks = deep_blocks
+        if deep_blocks:
+            self.deep_down = nn.Conv2d(4 * quarter_channels, deep_channels, 1)
+            self.deep_body = nn.Sequential(*[_ResBlock(deep_channels) for _ in range(deep_blocks)])
+            self.deep_up = nn.Conv2d(deep_channels, 4 * quarter_channels, 1)
+            nn.init.zeros_(self.deep_up.weight)
+            nn.init.zeros_(self.deep_up.bias)
         self.up = nn.Conv2d(quarter_channels, 4 * half_channels, 1)
         self.tail = nn.Conv2d(half_channels, 12, 3, padding=1)
 
@@ -56,8 +84,32 @@ class SRNet(nn.Module):
         half = F.relu(self.head(x_s2d))
         quarter = F.relu(self.down(F.pixel_unshuffle(half, 2)))
         quarter = self.body(quarter)
+        if self.deep_blocks:
+            deep = self.deep_body(F.relu(self.deep_down(F.pixel_unshuffle(_even_padded(quarter), 2))))
+            height, width = quarter.shape[-2:]
+            quarter = quarter + F.pixel_shuffle(self.deep_up(deep), 2)[..., :height, :width]
         half = F.relu(half + F.pixel_shuffle(self.up(quarter), 2))
         return self.tail(half)
+
+    def adopt(self, other: "SRNet") -> None:
+        """Start from another SRNet of the same widths: its head, down, up and tail, its first
+        ``blocks`` blocks (a block it lacks keeps its initialisation), and its deep stage where
+        both have one of the same width. A new deep stage starts at zero (adds nothing), so an
+        SRNet adopting the same SRNet plus a deep stage computes exactly its output."""
+        if (other.head.out_channels, other.down.out_channels) != (self.head.out_channels, self.down.out_channels):
+            raise ValueError(f"cannot adopt an SRNet of {other.head.out_channels}/{other.down.out_channels} "
+                             f"channels: this one has {self.head.out_channels}/{self.down.out_channels}")
+        with torch.no_grad():
+            for name in ("head", "down", "up", "tail"):
+                getattr(self, name).load_state_dict(getattr(other, name).state_dict())
+            for mine, theirs in zip(self.body, other.body):
+                mine.load_state_dict(theirs.state_dict())
+            if self.deep_blocks and other.deep_blocks and \
+                    other.deep_down.out_channels == self.deep_down.out_channels:
+                for name in ("deep_down", "deep_up"):
+                    getattr(self, name).load_state_dict(getattr(other, name).state_dict())
+                for mine, theirs in zip(self.deep_body, other.deep_body):
+                    mine.load_state_dict(theirs.state_dict())
 
     def inference_form(self, dtype: torch.dtype) -> "FoldedSRNet":
         return FoldedSRNet(self, dtype)
@@ -97,24 +149,45 @@ class _FrozenTrunk(nn.Module):
         self.up_w = _frozen(up, dtype)
         self.register_buffer("up_bias_taps", net.up.bias.detach().reshape(half_channels, 2, 2).to(dtype),
                              persistent=False)
-        self._up_bias_pictures: dict[tuple[int, int], torch.Tensor] = {}
+        self._up_bias_pictures: dict[tuple, torch.Tensor] = {}
+        self.deep = net.deep_blocks > 0
+        if self.deep:  # the same folds, one level down
+            self.deep_down = FrozenConv(_fold_space_to_depth(net.deep_down.weight), net.deep_down.bias,
+                                        dtype, stride=2)
+            self.deep_body = nn.ModuleList(FrozenConv(conv.weight, conv.bias, dtype, padding=1)
+                                           for block in net.deep_body for conv in (block.conv1, block.conv2))
+            deep_channels = net.deep_up.in_channels
+            self.deep_up_w = _frozen(net.deep_up.weight.reshape(quarter_channels, 2, 2, deep_channels)
+                                     .permute(3, 0, 1, 2), dtype)
+            self.register_buffer("deep_up_bias_taps", net.deep_up.bias.detach().reshape(
+                quarter_channels, 2, 2).to(dtype), persistent=False)
 
-    def _up_bias_picture(self, height: int, width: int) -> torch.Tensor:
-        picture = self._up_bias_pictures.get((height, width))
+    def _bias_picture(self, taps: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        key = (taps.shape[0], height, width)
+        picture = self._up_bias_pictures.get(key)
         if picture is None:
             if len(self._up_bias_pictures) >= 8:  # a folder of many sizes: keep memory bounded
                 self._up_bias_pictures.clear()
-            picture = self.up_bias_taps.repeat(1, height // 2, width // 2)[None]
-            picture = self._up_bias_pictures[height, width] = picture.contiguous(
-                memory_format=torch.channels_last)
+            picture = taps.repeat(1, height // 2, width // 2)[None]
+            picture = self._up_bias_pictures[key] = picture.contiguous(memory_format=torch.channels_last)
         return picture
 
+    def _residual_blocks(self, convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        for conv1, conv2 in zip(convs[::2], convs[1::2]):
+            x = conv2.add_to_(x, conv1(x, relu=True))
+        return x
+
     def forward(self, half: torch.Tensor) -> torch.Tensor:
-        quarter = self.down(half, relu=True)
-        for conv1, conv2 in zip(self.body[::2], self.body[1::2]):
-            quarter = conv2.add_to_(quarter, conv1(quarter, relu=True))
+        quarter = self._residual_blocks(self.body, self.down(half, relu=True))
+        if self.deep:
+            height, width = quarter.shape[2:]
+            padded = _even_padded(quarter).contiguous(memory_format=torch.channels_last)
+            deep = self._residual_blocks(self.deep_body, self.deep_down(padded, relu=True))
+            up = F.conv_transpose2d(deep, self.deep_up_w, stride=2)
+            up.add_(self._bias_picture(self.deep_up_bias_taps, *up.shape[2:]))
+            quarter = quarter.add_(up[..., :height, :width])
         half.add_(F.conv_transpose2d(quarter, self.up_w, stride=2))
-        return half.add_(self._up_bias_picture(*half.shape[2:])).relu_()
+        return half.add_(self._bias_picture(self.up_bias_taps, *half.shape[2:])).relu_()
 
 
 class FoldedSRNet(nn.Module):
@@ -129,12 +202,11 @@ class FoldedSRNet(nn.Module):
     """
 
     input_order = SRNet.input_order
-    pad_multiple = SRNet.pad_multiple
     clamps_output = True
 
     def __init__(self, net: SRNet, dtype: torch.dtype):
         super().__init__()
-        self.dtype = dtype
+        self.dtype, self.pad_multiple = dtype, net.pad_multiple
         self.head = FrozenConv(_fold_space_to_depth(net.head.weight), net.head.bias, dtype,
                                stride=2, padding=2)
         self.trunk = _FrozenTrunk(net, dtype)

@@ -86,17 +86,28 @@ class _Alignment(nn.Module):
     """The window's values aligned onto their centre frames: shared by TRNet and its inference
     form, which differ in how ``flow`` computes the offsets. Needs ``past``, ``flow`` and ``_grids``."""
 
+    def _aligned_pairs(self, feats: FrameFeatures, windows: Sequence[Sequence[int]],
+                       centre: list[int]) -> dict[tuple[int, int], torch.Tensor]:
+        """{(window m, slot s): (1, value_channels, H/4, W/4)} for every slot holding another frame
+        than its centre: that frame's value aligned onto the centre."""
+        pairs = [(m, s) for m, w in enumerate(windows) for s, n in enumerate(w) if n != centre[m]]
+        if not pairs:
+            return {}
+        neighbours = [windows[m][s] for m, s in pairs]
+        offsets = self.flow(rows(feats.motion_as_centre, [centre[m] for m, _ in pairs]),
+                            rows(feats.motion_as_neighbour, neighbours))
+        # Sampled in float32 (see ``warp``): each frame's value converted once, not once per pair.
+        warped = self.warp(rows(feats.value.float(), neighbours), offsets)
+        # Back in the values' dtype and layout in one pass (grid_sample writes NCHW).
+        layout = (torch.channels_last if feats.value.is_contiguous(memory_format=torch.channels_last)
+                  else torch.contiguous_format)
+        warped = warped.to(feats.value.dtype, memory_format=layout)
+        return {pair: warped[i:i + 1] for i, pair in enumerate(pairs)}
+
     def _aligned_values(self, feats: FrameFeatures, windows: Sequence[Sequence[int]],
                         centre: list[int]) -> torch.Tensor:
         """(M, slots * value_channels, H/4, W/4): each slot's value aligned onto its centre frame."""
-        pairs = [(m, s) for m, w in enumerate(windows) for s, n in enumerate(w) if n != centre[m]]
-        aligned = {}
-        if pairs:
-            neighbours = [windows[m][s] for m, s in pairs]
-            offsets = self.flow(rows(feats.motion_as_centre, [centre[m] for m, _ in pairs]),
-                                rows(feats.motion_as_neighbour, neighbours))
-            warped = self.warp(rows(feats.value, neighbours), offsets)
-            aligned = {pair: warped[i:i + 1] for i, pair in enumerate(pairs)}
+        aligned = self._aligned_pairs(feats, windows, centre)
         # Slot-major: the fusion's input channel slot * value_channels + c. Written in place, in
         # the values' memory layout (channels_last on the CPU), so the 1x1 fusion reads it as is.
         value = feats.value
@@ -111,12 +122,17 @@ class _Alignment(nn.Module):
         return out
 
     def warp(self, value: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """``value`` sampled at each position plus its offset (bilinear, edges extended)."""
+        """``value`` (float32) sampled at each position plus its offset (bilinear, edges extended).
+
+        Float32 whatever the network computes in: a bfloat16 grid cannot say where a point is
+        (8 bits of mantissa over [-1, 1] is a pixel or more at quarter resolution), and torch
+        2.13's CPU grid_sample on a channels_last bfloat16 input returns garbage (values of 1e16
+        from inputs in [0, 1]). The float32 kernel is also faster here (~1.4x)."""
         height, width = value.shape[-2:]
+        offsets = offsets.float()
         scale = torch.tensor([2.0 / width, 2.0 / height], dtype=offsets.dtype, device=offsets.device)
         grid = self._base_grid(height, width, offsets) + offsets.permute(0, 2, 3, 1) * scale
-        return F.grid_sample(value, grid.to(value.dtype), mode="bilinear", padding_mode="border",
-                             align_corners=False)
+        return F.grid_sample(value, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _base_grid(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
         """(1, h, w, 2): every position's own sampling point, normalised as grid_sample wants
@@ -186,6 +202,8 @@ class TRNet(_Alignment):
         fusion. The fusion's 1x1 convolution is zeroed, so the network computes exactly the
         SRNet's output on every frame until training teaches it to use the neighbours."""
         blocks = list(self.feat_body) + list(self.fuse_body)
+        if getattr(srnet, "deep_blocks", 0):
+            raise ValueError("cannot adopt an SRNet with a deep stage: TRNet has none")
         if (srnet.head.out_channels, srnet.down.out_channels, len(srnet.body)) != \
                 (self.head.out_channels, self.down.out_channels, len(blocks)):
             raise ValueError(f"cannot adopt an SRNet of {srnet.head.out_channels}/{srnet.down.out_channels} "
@@ -261,7 +279,10 @@ class FoldedTRNet(_Alignment):
         self.motion_as_centre = FrozenConv(centre_w, net.flow1.bias, dtype, padding=1)
         self.motion_as_neighbour = FrozenConv(neighbour_w, torch.zeros_like(net.flow1.bias), dtype, padding=1)
         self.flow2 = conv(net.flow2, padding=1)
-        self.fuse = conv(net.fuse)
+        value_channels = net.value.out_channels
+        self.fuse_slots = nn.ModuleList(
+            FrozenConv(w, net.fuse.bias if s == 0 else torch.zeros_like(net.fuse.bias), dtype)
+            for s, w in enumerate(net.fuse.weight.split(value_channels, 1)))
         self.fuse_body = nn.ModuleList(conv(c, padding=1) for b in net.fuse_body for c in (b.conv1, b.conv2))
         # ``up`` then depth-to-space is one transposed convolution (2x2 kernel, stride 2); its bias
         # depends on the tap, so it is added as a picture (cached per size), as in FoldedSRNet.
@@ -292,9 +313,18 @@ class FoldedTRNet(_Alignment):
     def fuse_windows(self, frames: torch.Tensor, feats: FrameFeatures,
                      windows: Sequence[Sequence[int]]) -> torch.Tensor:
         centre = [w[self.past] for w in windows]
-        values = self._aligned_values(feats, windows, centre)
-        # (the cached features are never written: every in-place op is on a new tensor)
-        quarter = self._residual_blocks(self.fuse_body, self.fuse(values).add_(rows(feats.quarter, centre)))
+        # The fusion's 1x1 convolution over the slots' concatenated values is the sum of one
+        # convolution per slot, each over that slot's values for all M windows: gathering those
+        # is a copy of whole rows, where writing each into its channels of one concatenated
+        # tensor was a strided copy that cost more than the warps (measured at 640x360).
+        aligned = self._aligned_pairs(feats, windows, centre)
+        value = feats.value
+        quarter = None  # (the cached features are never written: every in-place op is on a new tensor)
+        for s, conv in enumerate(self.fuse_slots):
+            parts = [aligned.get((m, s), value[w[s]:w[s] + 1]) for m, w in enumerate(windows)]
+            slot = torch.cat(parts).contiguous(memory_format=torch.channels_last)
+            quarter = conv(slot) if quarter is None else conv.add_to_(quarter, slot)
+        quarter = self._residual_blocks(self.fuse_body, quarter.add_(rows(feats.quarter, centre)))
         half = F.conv_transpose2d(quarter, self.up_w, stride=2)
         half.add_(rows(feats.half, centre)).add_(self._up_bias_picture(*half.shape[2:])).relu_()
         rain = F.pixel_shuffle(self.tail(half), 2)

@@ -91,7 +91,8 @@ class TemporalDerainer:
         if not is_temporal(module):
             raise ModelError(f"model {module.name} is not temporal; use Derainer")
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device,
+                                       reduced_ok=getattr(module, "reduced_precisions", None))
         self.name, self.backend = module.name, backend
         self.net = module.net.eval().to(self.device)
         self.multiple = int(getattr(self.net, "pad_multiple", 1))

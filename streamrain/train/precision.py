@@ -1,5 +1,6 @@
 """The precision verdict of a model: what bf16 costs against fp32 on Rain100L, scored as `streamrain
-eval` scores (images through the Derainer's uint8 path).
+eval` scores (images through the Derainer's uint8 path); for a temporal model, on a rainy video's
+frames through its stream.
 
 benchmarks/precision_verdicts.py runs this for every shipped model and importable architecture and
 writes the result into the model cards (streamrain.cards), which `--precision auto` then follows.
@@ -22,7 +23,9 @@ from torch.utils._pytree import tree_map
 
 from streamrain.cards import precision_verdict
 from streamrain.runtime.derainer import Derainer, cpu_has_bf16
-from streamrain.train.evaluate import evaluate
+from streamrain.errors import ModelError
+from streamrain.runtime.temporal import TemporalDerainer
+from streamrain.train.evaluate import Sequence, Streamed, evaluate, evaluate_sequences
 from streamrain.zoo import load_model
 
 
@@ -88,6 +91,29 @@ def measure_precision(model: str, pairs: list, *, measured_on: str, threads: int
             psnr_y[precision] = evaluate(derainer, pairs).psnr_y
         finally:
             derainer.close()
+    return _verdict(psnr_y, measured_on, emulate)
+
+
+def measure_temporal_precision(model: str, sequence: Sequence, *, measured_on: str,
+                               limit: int | None = None, threads: int = 2) -> dict:
+    """The same for a temporal model, on a sequence through its stream (offline window): still
+    images would leave its neighbours' alignment, where bf16 went wrong once, unmeasured. Native
+    bf16 only: the emulation wraps a plain network, not a stream's two parts."""
+    if not cpu_has_bf16():
+        raise ModelError(f"{model} is temporal: its bf16 verdict needs a CPU with native bf16")
+    torch.set_num_threads(threads)
+    psnr_y = {}
+    for precision in ("fp32", "bf16"):
+        derainer = TemporalDerainer(load_model(model), device="cpu", precision=precision)
+        try:
+            psnr_y[precision] = evaluate_sequences(derainer, [sequence], limit=limit,
+                                                   open_stream=lambda: Streamed(derainer.stream())).psnr_y
+        finally:
+            derainer.close()
+    return _verdict(psnr_y, measured_on, emulate=False)
+
+
+def _verdict(psnr_y: dict, measured_on: str, emulate: bool) -> dict:
     verdict = precision_verdict(psnr_y, measured_on=measured_on)
     verdict["bf16"] = "emulated in fp32 kernels" if emulate else "native"
     return verdict

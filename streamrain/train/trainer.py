@@ -193,17 +193,17 @@ class Trainer:
     def _init_from(self, path: Path) -> None:
         start = build_from_weights(path)
         meta = read_metadata(path)
-        adoptable = meta.get("arch") in getattr(self.model, "adopts", ())
-        if not adoptable and (meta.get("arch") != self.recipe.arch
-                              or json.loads(meta.get("arch_args", "{}")) != self.recipe.arch_args):
+        same = (meta.get("arch") == self.recipe.arch
+                and json.loads(meta.get("arch_args", "{}")) == self.recipe.arch_args)
+        if same:
+            self.model.load_state_dict({k: v.to(self.device) for k, v in start.state_dict().items()})
+        elif meta.get("arch") in getattr(self.model, "adopts", ()):
+            # Other weights where this network declares how to adopt them (TRNet starts as the
+            # SRNet it was split from, an SRNet with a deep stage as one without).
+            self.model.adopt(start.to(self.device))
+        else:
             raise ValueError(f"{path} holds {meta.get('arch')} {meta.get('arch_args')}, "
                              f"not the recipe's {self.recipe.arch} {self.recipe.arch_args}")
-        if meta.get("arch") != self.recipe.arch:
-            # Another architecture's weights where this one declares how to adopt them (TRNet
-            # starts as the SRNet it was split from, computing exactly its output).
-            self.model.adopt(start)
-        else:
-            self.model.load_state_dict({k: v.to(self.device) for k, v in start.state_dict().items()})
         log.info("starting from the weights in %s", path)
 
     def save_checkpoint(self) -> None:
