@@ -11,10 +11,11 @@ import av
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import needs_shared, pattern, probe
 from streamrain.archs import ARCHS
-from streamrain.archs.trnet import TRNet, window
+from streamrain.archs.trnet import TRNet, coarse_spectrum, global_shift, window
 from streamrain.cli import main
 from streamrain.config import RunOptions
 from streamrain.errors import ModelError
@@ -118,12 +119,45 @@ def test_neighbours_change_the_output_and_alignment_is_trained_end_to_end():
     assert net.flow2.weight.grad.abs().sum() > 0 and net.flow1.weight.grad.abs().sum() > 0
 
 
+def textured_picture(height: int, width: int, seed: int = 3) -> torch.Tensor:
+    """(3, H, W): smooth random texture (blurred noise), something a phase correlation can lock on."""
+    noise = torch.rand(1, 3, height // 4, width // 4, generator=torch.Generator().manual_seed(seed))
+    return F.interpolate(noise, size=(height, width), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+
+
+@pytest.mark.parametrize("dx, dy", [(16, 8), (-12, 4), (6, -20)])
+def test_global_shift_finds_how_far_the_picture_moved(dx, dy):
+    big = textured_picture(240, 320)
+    t = big[:, 40:200, 40:280]
+    n = big[:, 40 - dy:200 - dy, 40 - dx:280 - dx]  # the scene moved by (dx, dy) pixels
+    spectra = coarse_spectrum(torch.stack([t, n]))
+    shift = global_shift(spectra[:1], spectra[1:], 160 // 8, 240 // 8)[0]
+    assert torch.allclose(shift, torch.tensor([dx / 4, dy / 4]), atol=0.35)  # quarter-resolution px
+
+
+def test_global_alignment_aligns_a_panning_clip_the_learned_flow_alone_does_not():
+    big = textured_picture(160, 320)
+    clip = torch.stack([big[:, 16:144, 100 - 8 * t:260 - 8 * t] for t in range(5)])  # 8 px a frame
+    windows = [window(t, first=0, last=4, past=2, future=2) for t in range(5)]
+    errors = {}
+    for on in (False, True):
+        net = TRNet(**SMALL, global_alignment=on).eval()  # learned flow at its zero start
+        with torch.inference_mode():
+            errors[on] = float(net.alignment_error(net.features(clip), clip, windows))
+    assert errors[True] < 0.3 * errors[False]
+    tiny = TRNet(**SMALL, global_alignment=True).eval()
+    with torch.inference_mode():  # frames too small to tell a motion from: the learned flow only
+        assert tiny.features(clip[:, :, :24, :24]).spectrum.shape == (5, 0)
+        tiny.forward_clips(clip[None, :, :, :24, :24])
+
+
 # -- the streaming runtime ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("frames", [1, 2, 7])
 @pytest.mark.parametrize("causal", [False, True])
-def test_stream_matches_the_clip_whatever_the_batch(frames, causal):
-    net = small_trnet()
+@pytest.mark.parametrize("global_alignment", [False, True])
+def test_stream_matches_the_clip_whatever_the_batch(frames, causal, global_alignment):
+    net = small_trnet(global_alignment=global_alignment)
     clip = moving_clip(frames)
     expected = reference(net, clip, causal=causal)
     derainer = derainer_for(net)

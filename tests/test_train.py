@@ -364,6 +364,40 @@ def test_temporal_loss_costs_flicker_not_motion(clip_recipe, tmp_path):
         load_recipe(bad)
 
 
+def test_the_alignment_term_scores_the_offsets_against_the_clean_clip(clip_recipe, tmp_path):
+    # The clip pans 2 px a frame (half a quarter-resolution pixel): offsets that follow the pan
+    # align the clean frames better than none do.
+    from PIL import Image
+
+    from streamrain.archs.trnet import window
+
+    trainer = Trainer(clip_recipe, tmp_path / "probe")
+    net = trainer.model.eval()
+    frames = sorted((tmp_path / "frames" / "seq").iterdir())[:5]
+    clean = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB")) for p in frames]))
+    clean = clean.permute(0, 3, 1, 2).float() / 255
+    windows = [window(t, first=0, last=4, past=2, future=2) for t in range(5)]
+    pairs = [(w[2], n) for w in windows for n in w if n != w[2]]
+    with torch.no_grad():
+        feats = net.features(clean)
+        net.flow = lambda centre, neighbour: torch.zeros(centre.shape[0], 2, *centre.shape[2:])
+        still = net.alignment_error(feats, clean, windows)
+        following = torch.tensor([[(n - t) * 0.5, 0.0] for t, n in pairs])
+        net.flow = lambda centre, neighbour: following[:, :, None, None].expand(-1, -1, *centre.shape[2:])
+        assert net.alignment_error(feats, clean, windows) < 0.5 * still
+    # In a recipe, the term is added to the loss with its weight.
+    del net.flow
+    rainy, clean_clips = trainer.pairs.batch(2, torch.Generator().manual_seed(0))
+    losses = []
+    for weight in (0.0, 2.0):
+        trainer.recipe = replace(clip_recipe, loss={**clip_recipe.loss, "alignment": weight})
+        with torch.no_grad():
+            losses.append(trainer.training_loss(rainy, clean_clips))
+    with torch.no_grad():
+        _, error = net.forward_clips(rainy, clean=clean_clips)
+    assert error > 0 and torch.allclose(losses[1] - losses[0], 2.0 * error, rtol=1e-3)
+
+
 def test_train_command_refuses_a_negative_worker_count(tiny_recipe, capsys):
     from streamrain.cli import main
 

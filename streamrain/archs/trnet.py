@@ -55,13 +55,16 @@ class FrameFeatures(NamedTuple):
     """Per-frame features, N frames: ``half`` (N, half_channels, H/2, W/2), the skip to the tail;
     ``quarter`` (N, quarter_channels, H/4, W/4); ``value`` (N, value_channels, H/4, W/4), what the
     frame gives its neighbours; ``motion_as_centre`` and ``motion_as_neighbour`` (N, flow_channels,
-    H/4, W/4), the two halves of the first motion layer (see ``TRNet.features``)."""
+    H/4, W/4), the two halves of the first motion layer (see ``TRNet.features``); ``spectrum``
+    (N, H/8, W/16 + 1) complex, the frame's ``coarse_spectrum`` for the global alignment, or
+    (N, 0) where the network has none."""
 
     half: torch.Tensor
     quarter: torch.Tensor
     value: torch.Tensor
     motion_as_centre: torch.Tensor
     motion_as_neighbour: torch.Tensor
+    spectrum: torch.Tensor
 
     def select(self, index: Sequence[int]) -> "FrameFeatures":
         return FrameFeatures(*(rows(t, index) for t in self))
@@ -74,6 +77,55 @@ def rows(t: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
     if index == list(range(index[0], index[0] + len(index))):
         return t[index[0]:index[0] + len(index)]
     return torch.cat([t[i:i + 1] for i in index])
+
+
+def coarse_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) frames -> (N, H/8, W/16 + 1): the 2-D Fourier transform of each frame's luma at
+    eighth resolution, mean removed and tapered by a Hann window (so the frame's edges do not read
+    as a motion of their own). Computed in float32 whatever the network computes in. Frames under
+    32 pixels on a side give (N, 0): too small to tell a motion from."""
+    if min(x.shape[-2:]) < 32:
+        return x.new_zeros(len(x), 0, dtype=torch.complex64)
+    x = x.float()
+    luma = F.avg_pool2d((0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]), 8)[:, 0]
+    luma = luma - luma.mean((1, 2), keepdim=True)
+    height, width = luma.shape[1:]
+    taper = (torch.hann_window(height, periodic=False, device=x.device)[:, None]
+             * torch.hann_window(width, periodic=False, device=x.device)[None])
+    return torch.fft.rfft2(luma * taper)
+
+
+def global_shift(spectrum_t: torch.Tensor, spectrum_n: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(P, 2): how far, in quarter-resolution pixels (x, y), frame n's picture has moved from frame
+    t's, as one translation: the peak of their phase correlation at eighth resolution, refined to
+    a fraction of a pixel from its neighbours. ``height`` and ``width``: the
+    eighth-resolution size the spectra were taken at. Shifts beyond a quarter of the picture are
+    not searched (they alias with the opposite direction)."""
+    cross = spectrum_n * spectrum_t.conj()
+    surface = torch.fft.irfft2(cross / cross.abs().clamp_min(1e-8), s=(height, width))
+    # Centred: shift (0, 0) at (height // 2, width // 2); outside the searched range never wins.
+    surface = torch.roll(surface, (height // 2, width // 2), (1, 2))
+    ys = torch.arange(height, device=surface.device)[:, None] - height // 2
+    xs = torch.arange(width, device=surface.device)[None] - width // 2
+    outside = (ys.abs() > height // 4) | (xs.abs() > width // 4)
+    surface = surface.masked_fill(outside, float("-inf"))
+    peak = surface.flatten(1).argmax(1)
+    py, px = peak // width, peak % width
+    index = torch.arange(len(surface), device=surface.device)
+
+    def refined(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
+        # A shifted picture's correlation peak is a sampled sinc, not a parabola: the fraction is
+        # the larger neighbour's share of it and the peak's (Foroosh et al., 2002).
+        minus, plus = minus.nan_to_num(neginf=0.0).clamp_min(0), plus.nan_to_num(neginf=0.0).clamp_min(0)
+        side = torch.where(plus > minus, 1.0, -1.0)
+        larger = torch.maximum(plus, minus)
+        return side * larger / (larger + centre).clamp_min(1e-9)
+
+    centre = surface[index, py, px]
+    dy = refined(surface[index, (py - 1) % height, px], centre, surface[index, (py + 1) % height, px])
+    dx = refined(surface[index, py, (px - 1) % width], centre, surface[index, py, (px + 1) % width])
+    shift = torch.stack([px - width // 2 + dx, py - height // 2 + dy], 1)
+    return 2.0 * shift  # eighth- to quarter-resolution pixels
 
 
 def window(t: int, *, first: int, last: int, past: int, future: int, causal: bool = False) -> list[int]:
@@ -94,8 +146,7 @@ class _Alignment(nn.Module):
         if not pairs:
             return {}
         neighbours = [windows[m][s] for m, s in pairs]
-        offsets = self.flow(rows(feats.motion_as_centre, [centre[m] for m, _ in pairs]),
-                            rows(feats.motion_as_neighbour, neighbours))
+        offsets = self.offsets(feats, [centre[m] for m, _ in pairs], neighbours)
         # Sampled in float32 (see ``warp``): each frame's value converted once, not once per pair.
         warped = self.warp(rows(feats.value.float(), neighbours), offsets)
         # Back in the values' dtype and layout in one pass (grid_sample writes NCHW).
@@ -120,6 +171,17 @@ class _Alignment(nn.Module):
             for s, n in enumerate(w):
                 out[m:m + 1, s * channels:(s + 1) * channels] = aligned.get((m, s), value[n:n + 1])
         return out
+
+    def offsets(self, feats: FrameFeatures, centres: list[int], neighbours: list[int]) -> torch.Tensor:
+        """(P, 2, H/4, W/4) float32: where each position of centre frame t is on neighbour n, in
+        quarter-resolution pixels (x, y): the learned flow, plus the frames' global shift where
+        the network aligns globally."""
+        flow = self.flow(rows(feats.motion_as_centre, centres), rows(feats.motion_as_neighbour, neighbours)).float()
+        if not self.global_alignment or feats.spectrum.shape[-1] == 0:
+            return flow
+        height, width = (size // 2 for size in flow.shape[-2:])
+        shift = global_shift(rows(feats.spectrum, centres), rows(feats.spectrum, neighbours), height, width)
+        return flow + shift[:, :, None, None]
 
     def warp(self, value: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """``value`` (float32) sampled at each position plus its offset (bilinear, edges extended).
@@ -159,11 +221,12 @@ class TRNet(_Alignment):
 
     def __init__(self, *, half_channels: int = 24, quarter_channels: int = 48, key_channels: int = 16,
                  value_channels: int = 24, flow_channels: int = 16, feat_blocks: int = 1,
-                 fuse_blocks: int = 2, past: int = 2, future: int = 2):
+                 fuse_blocks: int = 2, past: int = 2, future: int = 2, global_alignment: bool = False):
         super().__init__()
         if past < 0 or future < 0:
             raise ValueError(f"past and future must be >= 0; got past={past}, future={future}")
         self.past, self.future = past, future
+        self.global_alignment = bool(global_alignment)
         self.head = nn.Conv2d(12, half_channels, 3, padding=1)
         self.down = nn.Conv2d(4 * half_channels, quarter_channels, 1)
         self.feat_body = nn.Sequential(*[_ResBlock(quarter_channels) for _ in range(feat_blocks)])
@@ -185,16 +248,38 @@ class TRNet(_Alignment):
         """The batch as one clip of consecutive frames, each derained from its window."""
         return self.forward_clips(x[None])[0]
 
-    def forward_clips(self, clips: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+    def forward_clips(self, clips: torch.Tensor, *, causal: bool = False,
+                      clean: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(N, T, 3, H, W) clips of consecutive frames -> every frame derained, (N, T, 3, H, W);
-        each clip is its own shot (edges replicated at both ends)."""
+        each clip is its own shot (edges replicated at both ends). With the ``clean`` clips
+        (training), also ``alignment_error``'s scalar for the same windows."""
         n, frames = clips.shape[:2]
         flat = clips.flatten(0, 1)
         windows = [[c * frames + i for i in window(t, first=0, last=frames - 1, past=self.past,
                                                    future=self.future, causal=causal)]
                    for c in range(n) for t in range(frames)]
-        out = self.fuse_windows(flat, self.features(flat), windows)
-        return out.unflatten(0, (n, frames))
+        feats = self.features(flat)
+        out = self.fuse_windows(flat, feats, windows).unflatten(0, (n, frames))
+        if clean is None:
+            return out
+        return out, self.alignment_error(feats, clean.flatten(0, 1), windows)
+
+    def alignment_error(self, feats: FrameFeatures, clean: torch.Tensor,
+                        windows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """How far the predicted offsets are from aligning the scene: each neighbour's clean frame,
+        at quarter resolution, warped by the offsets estimated from the rainy frames, against the
+        centre's (Charbonnier, mean over every pair). Why: through the fusion alone the motion
+        layers learn next to nothing (trnet-v1: offsets under 0.6 quarter pixels on NTURain,
+        whose camera pans ~1 quarter pixel a frame; zeroing them changed its output by 0.04 dB),
+        so they get this direct signal. ``clean``: (N, 3, H, W), the frames of ``feats``."""
+        pairs = [(w[self.past], n) for w in windows for n in w if n != w[self.past]]
+        if not pairs:
+            return clean.new_zeros(())
+        centres, neighbours = [t for t, _ in pairs], [n for _, n in pairs]
+        offsets = self.offsets(feats, centres, neighbours)
+        small = F.avg_pool2d(clean.float(), 4)
+        warped = self.warp(rows(small, neighbours), offsets)
+        return torch.sqrt((warped - rows(small, centres)) ** 2 + 1e-6).mean()
 
     def adopt(self, srnet: nn.Module) -> None:
         """Start from an SRNet of the same widths with ``feat_blocks + fuse_blocks`` blocks: its
@@ -233,7 +318,8 @@ class TRNet(_Alignment):
                                  for w in self.flow1.weight.split(self.key.out_channels, 1))
         as_centre = F.conv2d(key, centre_w, self.flow1.bias, padding=1)
         as_neighbour = F.conv2d(key, neighbour_w, padding=1)
-        return FrameFeatures(half, quarter, self.value(quarter), as_centre, as_neighbour)
+        spectrum = coarse_spectrum(x) if self.global_alignment else x.new_zeros(len(x), 0, dtype=torch.complex64)
+        return FrameFeatures(half, quarter, self.value(quarter), as_centre, as_neighbour, spectrum)
 
     def fuse_windows(self, frames: torch.Tensor, feats: FrameFeatures,
                      windows: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -270,6 +356,7 @@ class FoldedTRNet(_Alignment):
     def __init__(self, net: TRNet, dtype: torch.dtype):
         super().__init__()
         self.dtype, self.past, self.future = dtype, net.past, net.future
+        self.global_alignment = net.global_alignment
         conv = lambda c, **kw: FrozenConv(c.weight, c.bias, dtype, **kw)  # noqa: E731
         self.head = FrozenConv(_fold_space_to_depth(net.head.weight), net.head.bias, dtype, stride=2, padding=2)
         self.down = FrozenConv(_fold_space_to_depth(net.down.weight), net.down.bias, dtype, stride=2)
@@ -304,8 +391,9 @@ class FoldedTRNet(_Alignment):
         half = self.head(x.to(self.dtype), relu=True)
         quarter = self._residual_blocks(self.feat_body, self.down(half, relu=True))
         key = self.key(quarter)
+        spectrum = coarse_spectrum(x) if self.global_alignment else x.new_zeros(len(x), 0, dtype=torch.complex64)
         return FrameFeatures(half, quarter, self.value(quarter), self.motion_as_centre(key),
-                             self.motion_as_neighbour(key))
+                             self.motion_as_neighbour(key), spectrum)
 
     def flow(self, motion_t: torch.Tensor, motion_n: torch.Tensor) -> torch.Tensor:
         return self.flow2(torch.add(motion_t, motion_n).relu_()).float()

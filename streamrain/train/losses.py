@@ -75,6 +75,9 @@ def temporal_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 CLIP_LOSSES = {"temporal": temporal_loss}
 
+# Clip terms the network computes itself, from what it estimates inside (``forward_clips(clean=)``).
+NETWORK_CLIP_LOSSES = ("alignment",)  # TRNet.alignment_error: its offsets against the clean clip
+
 LOSSES = {
     "l1": lambda p, t: F.l1_loss(p.float(), t.float()),
     "charbonnier": lambda p, t: charbonnier(p.float(), t.float()),
@@ -86,9 +89,10 @@ LOSSES = {
 
 def combined_loss(weights: dict[str, float]):
     """The weighted sum of the image terms in ``weights`` (clip terms are left to ``clip_loss``)."""
-    unknown = sorted(set(weights) - set(LOSSES) - set(CLIP_LOSSES))
+    unknown = sorted(set(weights) - set(LOSSES) - set(CLIP_LOSSES) - set(NETWORK_CLIP_LOSSES))
     if unknown:
-        raise ValueError(f"unknown loss term(s) {unknown}; allowed: {sorted(LOSSES) + sorted(CLIP_LOSSES)}")
+        raise ValueError(f"unknown loss term(s) {unknown}; allowed: "
+                         f"{sorted(LOSSES) + sorted(CLIP_LOSSES) + sorted(NETWORK_CLIP_LOSSES)}")
 
     def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return sum(w * LOSSES[name](pred, target) for name, w in weights.items() if w and name in LOSSES)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from streamrain.archs import ARCHS
-from streamrain.train.losses import CLIP_LOSSES, LOSSES
+from streamrain.train.losses import CLIP_LOSSES, LOSSES, NETWORK_CLIP_LOSSES
 from streamrain.train.synth import RainMix, RainParams, rain_from_dict
 
 
@@ -119,11 +119,12 @@ def load_recipe(path: Path) -> Recipe:
     if "init_from" in train:
         train["init_from"] = (path.parent / train["init_from"]).resolve()
     loss = dict(raw.get("loss", {"charbonnier": 1.0}))
-    allowed_loss = set(LOSSES) | (set(CLIP_LOSSES) if data_section.frames else set())
+    clip_terms = (*CLIP_LOSSES, *NETWORK_CLIP_LOSSES)
+    allowed_loss = set(LOSSES) | (set(clip_terms) if data_section.frames else set())
     unknown_loss = sorted(set(loss) - allowed_loss)
     if unknown_loss:
         raise RecipeError(f"{path}: unknown loss term(s) {unknown_loss}; allowed: {sorted(allowed_loss)}"
-                          + ("" if data_section.frames else f" ({', '.join(CLIP_LOSSES)}: clip recipes only)"))
+                          + ("" if data_section.frames else f" ({', '.join(clip_terms)}: clip recipes only)"))
     try:
         rain = rain_from_dict(raw.get("rain", {}))
     except ValueError as exc:

@@ -193,8 +193,12 @@ class Trainer:
     def _init_from(self, path: Path) -> None:
         start = build_from_weights(path)
         meta = read_metadata(path)
-        same = (meta.get("arch") == self.recipe.arch
-                and json.loads(meta.get("arch_args", "{}")) == self.recipe.arch_args)
+        same_arch = meta.get("arch") == self.recipe.arch
+        theirs, mine = start.state_dict(), self.model.state_dict()
+        # The same architecture with the same tensors: arguments that hold no weights may differ
+        # (TRNet's global_alignment switched on for weights trained without it).
+        same = same_arch and (json.loads(meta.get("arch_args", "{}")) == self.recipe.arch_args
+                              or {k: v.shape for k, v in theirs.items()} == {k: v.shape for k, v in mine.items()})
         if same:
             self.model.load_state_dict({k: v.to(self.device) for k, v in start.state_dict().items()})
         elif meta.get("arch") in getattr(self.model, "adopts", ()):
@@ -234,8 +238,13 @@ class Trainer:
         bgr = getattr(self.model, "input_order", "rgb") == "bgr"
         if self.clips:
             clean = clean.flatten(0, 1)
+        alignment = None
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            if self.clips:
+            if self.clips and self.recipe.loss.get("alignment"):
+                out, alignment = self.model.forward_clips(rainy, causal=causal,
+                                                          clean=clean.unflatten(0, rainy.shape[:2]))
+                outputs = [out.flatten(0, 1)]
+            elif self.clips:
                 outputs = [self.forward(rainy, causal=causal)]
             elif self.recipe.train.stage_loss:
                 stages = self.model.forward_stages(rainy.flip(1) if bgr else rainy)
@@ -248,6 +257,8 @@ class Trainer:
             frames = rainy.shape[1]
             loss = loss + self.clip_loss_fn(outputs[0].float().unflatten(0, (-1, frames)),
                                             clean.unflatten(0, (-1, frames)))
+        if alignment is not None:
+            loss = loss + self.recipe.loss["alignment"] * alignment.float()
         return loss
 
     def validate(self) -> float:
