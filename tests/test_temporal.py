@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from conftest import needs_shared, pattern, probe
 from streamrain.archs import ARCHS
-from streamrain.archs.trnet import TRNet, coarse_spectrum, global_shift, window
+from streamrain.archs.trnet import TRNet, coarse_spectrum, global_shift, translate, window
 from streamrain.cli import main
 from streamrain.config import RunOptions
 from streamrain.errors import ModelError
@@ -151,13 +151,38 @@ def test_global_alignment_aligns_a_panning_clip_the_learned_flow_alone_does_not(
         tiny.forward_clips(clip[None, :, :, :24, :24])
 
 
+def test_translation_is_the_warp_of_a_constant_offset():
+    value = textured_picture(24, 40)[None].repeat(3, 1, 1, 1)
+    shifts = torch.tensor([[1.25, -0.5], [-3.75, 2.0], [0.0, 0.0]])
+    offsets = shifts[:, :, None, None].expand(-1, -1, 24, 40)
+    net = TRNet(**SMALL)
+    assert torch.allclose(translate(value, shifts), net.warp(value, offsets), atol=1e-5)
+
+
+def test_without_the_learned_flow_a_network_aligns_by_the_global_shift_alone():
+    # A fresh network's learned flow starts at zero: with it or without, the same output.
+    torch.manual_seed(0)
+    with_flow = TRNet(**SMALL, global_alignment=True).eval()
+    without = TRNet(**SMALL, global_alignment=True, learned_flow=False).eval()
+    without.load_state_dict(with_flow.state_dict())
+    big = textured_picture(96, 200)
+    clip = torch.stack([big[:, :64, 60 - 6 * t:140 - 6 * t] for t in range(5)])[None]
+    with torch.inference_mode():
+        assert torch.allclose(without.forward_clips(clip), with_flow.forward_clips(clip), atol=1e-5)
+        folded = without.inference_form(torch.float32)
+        windows = [window(t, first=0, last=4, past=2, future=2) for t in range(5)]
+        assert torch.allclose(folded.fuse_windows(clip[0], folded.features(clip[0]), windows),
+                              without.forward_clips(clip)[0], atol=1e-5)
+
+
 # -- the streaming runtime ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("frames", [1, 2, 7])
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("global_alignment", [False, True])
-def test_stream_matches_the_clip_whatever_the_batch(frames, causal, global_alignment):
-    net = small_trnet(global_alignment=global_alignment)
+@pytest.mark.parametrize("alignment", [{}, {"global_alignment": True},
+                                       {"global_alignment": True, "learned_flow": False}])
+def test_stream_matches_the_clip_whatever_the_batch(frames, causal, alignment):
+    net = small_trnet(**alignment)
     clip = moving_clip(frames)
     expected = reference(net, clip, causal=causal)
     derainer = derainer_for(net)

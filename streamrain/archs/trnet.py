@@ -41,6 +41,7 @@ rows of ``past + 1 + future`` indices into the N frames, the centre (frame t) at
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import torch
@@ -128,6 +129,29 @@ def global_shift(spectrum_t: torch.Tensor, spectrum_n: torch.Tensor, height: int
     return 2.0 * shift  # eighth- to quarter-resolution pixels
 
 
+def translate(value: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """``value`` (P, C, h, w) with picture p sampled at every position plus ``shifts[p]`` (x, y),
+    bilinear, edges extended: what ``warp`` computes for offsets constant over the picture, as
+    four shifted views blended, ~10x cheaper than grid_sample's gather."""
+    height, width = value.shape[-2:]
+    out = []
+    for picture, (sx, sy) in zip(value.split(1), shifts.tolist()):
+        sx, sy = min(max(sx, -width), width), min(max(sy, -height), height)
+        ix, iy = math.floor(sx), math.floor(sy)
+        fx, fy = sx - ix, sy - iy
+        left, right, top, bottom = max(0, -ix), max(0, ix + 1), max(0, -iy), max(0, iy + 1)
+        padded = F.pad(picture, (left, right, top, bottom), mode="replicate")
+        x0, y0 = ix + left, iy + top
+
+        def at(dy: int, dx: int) -> torch.Tensor:
+            return padded[..., y0 + dy:y0 + dy + height, x0 + dx:x0 + dx + width]
+
+        upper = at(0, 0) * (1 - fx) + at(0, 1) * fx
+        lower = at(1, 0) * (1 - fx) + at(1, 1) * fx
+        out.append(upper * (1 - fy) + lower * fy)
+    return torch.cat(out)
+
+
 def window(t: int, *, first: int, last: int, past: int, future: int, causal: bool = False) -> list[int]:
     """Frame indices of t's window, ``past + 1 + future`` of them: neighbours outside the shot
     [first, last] replaced by its edge frame, and in causal mode every future one by t itself."""
@@ -146,9 +170,12 @@ class _Alignment(nn.Module):
         if not pairs:
             return {}
         neighbours = [windows[m][s] for m, s in pairs]
-        offsets = self.offsets(feats, [centre[m] for m, _ in pairs], neighbours)
+        centres = [centre[m] for m, _ in pairs]
         # Sampled in float32 (see ``warp``): each frame's value converted once, not once per pair.
-        warped = self.warp(rows(feats.value.float(), neighbours), offsets)
+        if self.learned_flow:
+            warped = self.warp(rows(feats.value.float(), neighbours), self.offsets(feats, centres, neighbours))
+        else:
+            warped = translate(rows(feats.value.float(), neighbours), self.global_shifts(feats, centres, neighbours))
         # Back in the values' dtype and layout in one pass (grid_sample writes NCHW).
         layout = (torch.channels_last if feats.value.is_contiguous(memory_format=torch.channels_last)
                   else torch.contiguous_format)
@@ -176,12 +203,19 @@ class _Alignment(nn.Module):
         """(P, 2, H/4, W/4) float32: where each position of centre frame t is on neighbour n, in
         quarter-resolution pixels (x, y): the learned flow, plus the frames' global shift where
         the network aligns globally."""
+        if not self.learned_flow:
+            shifts = self.global_shifts(feats, centres, neighbours)
+            return shifts[:, :, None, None].expand(-1, -1, *feats.value.shape[-2:])
         flow = self.flow(rows(feats.motion_as_centre, centres), rows(feats.motion_as_neighbour, neighbours)).float()
+        return flow + self.global_shifts(feats, centres, neighbours)[:, :, None, None]
+
+    def global_shifts(self, feats: FrameFeatures, centres: list[int], neighbours: list[int]) -> torch.Tensor:
+        """(P, 2) float32: each pair's ``global_shift`` in quarter-resolution pixels; zero where the
+        network does not align globally or the frames are too small for it."""
         if not self.global_alignment or feats.spectrum.shape[-1] == 0:
-            return flow
-        height, width = (size // 2 for size in flow.shape[-2:])
-        shift = global_shift(rows(feats.spectrum, centres), rows(feats.spectrum, neighbours), height, width)
-        return flow + shift[:, :, None, None]
+            return torch.zeros(len(centres), 2, device=feats.value.device)
+        height, width = (size // 2 for size in feats.value.shape[-2:])
+        return global_shift(rows(feats.spectrum, centres), rows(feats.spectrum, neighbours), height, width)
 
     def warp(self, value: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """``value`` (float32) sampled at each position plus its offset (bilinear, edges extended).
@@ -221,12 +255,13 @@ class TRNet(_Alignment):
 
     def __init__(self, *, half_channels: int = 24, quarter_channels: int = 48, key_channels: int = 16,
                  value_channels: int = 24, flow_channels: int = 16, feat_blocks: int = 1,
-                 fuse_blocks: int = 2, past: int = 2, future: int = 2, global_alignment: bool = False):
+                 fuse_blocks: int = 2, past: int = 2, future: int = 2, global_alignment: bool = False,
+                 learned_flow: bool = True):
         super().__init__()
         if past < 0 or future < 0:
             raise ValueError(f"past and future must be >= 0; got past={past}, future={future}")
         self.past, self.future = past, future
-        self.global_alignment = bool(global_alignment)
+        self.global_alignment, self.learned_flow = bool(global_alignment), bool(learned_flow)
         self.head = nn.Conv2d(12, half_channels, 3, padding=1)
         self.down = nn.Conv2d(4 * half_channels, quarter_channels, 1)
         self.feat_body = nn.Sequential(*[_ResBlock(quarter_channels) for _ in range(feat_blocks)])
@@ -312,12 +347,15 @@ class TRNet(_Alignment):
         centre and as neighbour, and a pair costs an add (``flow``)."""
         half = F.relu(self.head(F.pixel_unshuffle(x, 2)))
         quarter = self.feat_body(F.relu(self.down(F.pixel_unshuffle(half, 2))))
-        key = self.key(quarter)
-        # (the weight halves in the key's layout: a strided weight takes a slow convolution path)
-        centre_w, neighbour_w = (w.contiguous(memory_format=torch.channels_last)
-                                 for w in self.flow1.weight.split(self.key.out_channels, 1))
-        as_centre = F.conv2d(key, centre_w, self.flow1.bias, padding=1)
-        as_neighbour = F.conv2d(key, neighbour_w, padding=1)
+        if self.learned_flow:
+            key = self.key(quarter)
+            # (the weight halves in the key's layout: a strided weight takes a slow convolution path)
+            centre_w, neighbour_w = (w.contiguous(memory_format=torch.channels_last)
+                                     for w in self.flow1.weight.split(self.key.out_channels, 1))
+            as_centre = F.conv2d(key, centre_w, self.flow1.bias, padding=1)
+            as_neighbour = F.conv2d(key, neighbour_w, padding=1)
+        else:  # the motion layers' weights are kept (loadable either way) but never run
+            as_centre = as_neighbour = quarter.new_zeros(len(x), 0)
         spectrum = coarse_spectrum(x) if self.global_alignment else x.new_zeros(len(x), 0, dtype=torch.complex64)
         return FrameFeatures(half, quarter, self.value(quarter), as_centre, as_neighbour, spectrum)
 
@@ -356,7 +394,7 @@ class FoldedTRNet(_Alignment):
     def __init__(self, net: TRNet, dtype: torch.dtype):
         super().__init__()
         self.dtype, self.past, self.future = dtype, net.past, net.future
-        self.global_alignment = net.global_alignment
+        self.global_alignment, self.learned_flow = net.global_alignment, net.learned_flow
         conv = lambda c, **kw: FrozenConv(c.weight, c.bias, dtype, **kw)  # noqa: E731
         self.head = FrozenConv(_fold_space_to_depth(net.head.weight), net.head.bias, dtype, stride=2, padding=2)
         self.down = FrozenConv(_fold_space_to_depth(net.down.weight), net.down.bias, dtype, stride=2)
@@ -390,8 +428,11 @@ class FoldedTRNet(_Alignment):
     def features(self, x: torch.Tensor) -> FrameFeatures:
         half = self.head(x.to(self.dtype), relu=True)
         quarter = self._residual_blocks(self.feat_body, self.down(half, relu=True))
-        key = self.key(quarter)
         spectrum = coarse_spectrum(x) if self.global_alignment else x.new_zeros(len(x), 0, dtype=torch.complex64)
+        if not self.learned_flow:
+            no_motion = quarter.new_zeros(len(x), 0)
+            return FrameFeatures(half, quarter, self.value(quarter), no_motion, no_motion, spectrum)
+        key = self.key(quarter)
         return FrameFeatures(half, quarter, self.value(quarter), self.motion_as_centre(key),
                              self.motion_as_neighbour(key), spectrum)
 
