@@ -85,7 +85,7 @@ def weights_id(derainer, run: RunOptions) -> str:
     resumed to its end, an import over an old one) re-do the files done with the old weights."""
     from streamrain.zoo import resolve
     try:
-        entry = resolve(derainer.name if derainer is not None else run.model)
+        entry = resolve(derainer.name if derainer is not None else run.model, video=True)
     except ModelError:
         if derainer is None:
             raise

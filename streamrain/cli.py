@@ -192,6 +192,11 @@ def _cmd_models(argv: list[str]) -> int:
     return 0
 
 
+def _default_label(row: dict) -> str:
+    """Which default a model is: for still images ("images"), for video ("video"), or none."""
+    return ", ".join(label for label, key in (("images", "default"), ("video", "video_default")) if row.get(key))
+
+
 def _model_row(row: dict) -> tuple[str, ...]:
     def figure(value, spec: str) -> str:
         return format(value, spec) if value else "-"
@@ -203,7 +208,7 @@ def _model_row(row: dict) -> tuple[str, ...]:
     if row["alias_of"]:
         alias = row["alias_of"] + (f" on {row['self_ensemble']} flipped copies" if row["self_ensemble"] > 1 else "")
     return (row["name"], row["arch"], f"{row['params']:,}", f"{row['gmac_per_mp']:.1f}", figure(row["fps_640x360"], ".0f"),
-            "yes" if row["weights"] else "no", "*" if row["default"] else "", precision,
+            "yes" if row["weights"] else "no", _default_label(row), precision,
             "yes" if row["temporal"] else "", figure(row["metrics"].get("rain100l_psnr_y"), ".2f"),
             figure(row["metrics"].get("rain100h_dev_psnr_y"), ".2f"), alias)
 
@@ -251,7 +256,10 @@ def _cmd_eval(argv: list[str]) -> int:
     from streamrain.train import evaluate as ev
     from streamrain.zoo import load_model
 
-    module = load_model(args.model)
+    # Sequences (consecutive frames) are video: without --model, the video default scores them.
+    video = args.sequences is not None or args.sequence or (
+        given[0] and (args.rainy.is_file() or args.clean.is_file()))
+    module = load_model(args.model, video=bool(video))
     open_stream = None
     if is_temporal(module):
         # A sequence goes through the model's stream as a video would (window kept across frames,

@@ -15,7 +15,7 @@ import torch
 from streamrain.archs import ARCHS
 from streamrain.runtime.derainer import resolve_device, resolve_precision
 from streamrain.weights import WeightsError, read_metadata
-from streamrain.zoo import ModelEntry, catalog
+from streamrain.zoo import DEFAULT_VIDEO_MODEL, ModelEntry, catalog
 
 
 def _arch_args(entry: ModelEntry) -> dict:
@@ -81,6 +81,7 @@ def describe_models() -> list[dict]:
         gmac *= entry.self_ensemble  # an alias's card holds its base's cost: once per flipped copy
         rows.append({"name": name, "arch": entry.arch, "params": params, "gmac_per_mp": round(gmac, 2),
                      "weights": entry.weights is not None, "default": entry.default,
+                     "video_default": entry.name == DEFAULT_VIDEO_MODEL,
                      "precision": _auto_precision(entry, device),
                      "precision_measured": entry.reduced_precisions is not None,
                      "temporal": bool(getattr(ARCHS[entry.arch], "temporal", False)),

@@ -27,7 +27,10 @@ from streamrain.runtime.wrapper import DerainModule
 from streamrain.weights import WeightsError, build_from_weights, read_metadata
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_MODEL = "srnet-v3"
+DEFAULT_MODEL = "srnet-v3"  # still images, and what a model-less Python call loads
+# Video (files, folder batches, live, bench): a temporal model, since its figures on video beat the
+# single-frame default's (NTURain a1 through the product, models/trnet-v2.md).
+DEFAULT_VIDEO_MODEL = "trnet-v2"
 QUALITY_ALIAS = "quality"
 
 # Published networks with no weights we may ship: how a user gets some.
@@ -133,8 +136,9 @@ def list_models() -> list[str]:
     return sorted(catalog())
 
 
-def resolve(name: str | None) -> ModelEntry:
-    name = name or DEFAULT_MODEL
+def resolve(name: str | None, *, video: bool = False) -> ModelEntry:
+    """The model called ``name``; None: the default for video (``video``) or for still images."""
+    name = name or (DEFAULT_VIDEO_MODEL if video else DEFAULT_MODEL)
     entries = catalog()
     entry = entries.get(name) or (_by_arch(name, entries) if name in ARCHS else None)
     if entry is None:
@@ -144,10 +148,10 @@ def resolve(name: str | None) -> ModelEntry:
     return entry
 
 
-def load_model(name: str | None = None, *, device: str = "cpu") -> torch.nn.Module:
-    """The model ``name`` (None: the default) as a module mapping float32 RGB (B, 3, H, W) in [0, 1],
-    any H and W, to the derained image of the same shape."""
-    entry = resolve(name)
+def load_model(name: str | None = None, *, device: str = "cpu", video: bool = False) -> torch.nn.Module:
+    """The model ``name`` (None: the default, for video with ``video``) as a module mapping float32
+    RGB (B, 3, H, W) in [0, 1], any H and W, to the derained image of the same shape."""
+    entry = resolve(name, video=video)
     try:
         net = build_from_weights(entry.weights)
     except WeightsError as exc:

@@ -15,7 +15,7 @@ from streamrain.errors import ModelError
 from streamrain.runtime.derainer import Derainer
 from streamrain.runtime.wrapper import DerainModule
 from streamrain.weights import build_from_weights, save_weights
-from streamrain.zoo import DEFAULT_MODEL
+from streamrain.zoo import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL
 
 
 def test_default_model_is_bundled_and_listed():
@@ -104,6 +104,11 @@ def test_models_list_json(capsys):
     assert default["default"] is True and default["weights"] is True and default["arch"] == "srnet"
     assert default["params"] == sum(p.numel() for p in streamrain.load_model().parameters())
     assert all({"name", "arch", "params", "weights", "default"} <= set(r) for r in rows)
+    video = [r for r in rows if r["video_default"]]  # video has a default of its own: temporal
+    assert [r["name"] for r in video] == [DEFAULT_VIDEO_MODEL] and video[0]["temporal"] and not video[0]["default"]
+    assert main(["models", "list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert " images " in lines[DEFAULT_MODEL] and " video " in lines[DEFAULT_VIDEO_MODEL]
 
 
 def test_bench_reports_every_stage(tmp_path, capsys):

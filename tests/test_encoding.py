@@ -12,6 +12,7 @@ from streamrain.cli import main
 from streamrain.config import RunOptions
 from streamrain.io.source import VideoSource
 from streamrain.pipeline.job import derain_file, make_derainer
+from streamrain.zoo import DEFAULT_MODEL
 
 FRAMES = 6
 
@@ -46,8 +47,9 @@ class Recording:
 
 @pytest.fixture(scope="module")
 def derainer():
-    """The bundled model, once for the module, so two runs of a test derain identically."""
-    derainer = make_derainer(RunOptions())
+    """The bundled single-frame default (its 4:2:0 and RGB paths are what these tests follow), once
+    for the module, so two runs of a test derain identically."""
+    derainer = make_derainer(RunOptions(model=DEFAULT_MODEL))
     yield derainer
     derainer.close()  # its worker threads would outlive the module (test_live counts threads)
 

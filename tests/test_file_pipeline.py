@@ -13,7 +13,7 @@ from conftest import probe
 from streamrain.cli import main
 from streamrain.config import RunOptions
 from streamrain.pipeline.job import derain_file
-from streamrain.zoo import DEFAULT_MODEL
+from streamrain.zoo import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL
 
 
 class Identity:
@@ -116,7 +116,15 @@ def test_stats_json_has_the_documented_fields(clip, tmp_path):
     assert set(stats["stages"]) == {"decode", "derain", "encode"}
     for stage in stats["stages"].values():
         assert stage["fps"] > 0 and stage["busy_s"] > 0
-    assert stats["model"] == DEFAULT_MODEL
+    assert stats["model"] == DEFAULT_VIDEO_MODEL  # a video out: the video default
+
+
+def test_a_still_picture_out_is_derained_by_the_still_image_default(clip, tmp_path):
+    src = clip("still.mp4", frames=1, audio=False)
+    stats = derain_file(str(src), tmp_path / "still.png")
+    assert stats.model == DEFAULT_MODEL != DEFAULT_VIDEO_MODEL
+    assert derain_file(str(src), tmp_path / "still.png", options=RunOptions(model=DEFAULT_VIDEO_MODEL)).model \
+        == DEFAULT_VIDEO_MODEL  # --model still wins
 
 
 def test_container_metadata_is_kept(clip, tmp_path):

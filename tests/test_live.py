@@ -24,7 +24,7 @@ from streamrain.live.options import LIVE_RUN_DEFAULTS, LiveOptions, build_live_o
 from streamrain.live.session import LiveSession
 from streamrain.live.source import backoff_delays
 from streamrain.pipeline.stats import LatencyStats
-from streamrain.zoo import DEFAULT_MODEL
+from streamrain.zoo import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 LAVFI_25FPS = "lavfi:testsrc2=size=160x96:rate=25,realtime"
@@ -273,7 +273,7 @@ def test_preview_command_headless_with_stats_json(tmp_path):
     report = json.loads(stats_json.read_text())
     for key in ("frames_in", "frames_out", "dropped", "wall_s", "fps", "model", "device", "stages"):
         assert key in report
-    assert set(report["latency_ms"]) >= {"mean", "p95", "max"} and report["model"] == DEFAULT_MODEL
+    assert set(report["latency_ms"]) >= {"mean", "p95", "max"} and report["model"] == DEFAULT_VIDEO_MODEL
     assert len(probe(out)["video"]["pts_s"]) == report["frames_out"] > 0
 
 

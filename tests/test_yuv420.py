@@ -19,6 +19,7 @@ from streamrain.io.source import VideoSource, parse_source
 from streamrain.pipeline.job import derain_file, make_derainer
 from streamrain.runtime.derainer import Derainer
 from streamrain.runtime.wrapper import DerainModule
+from streamrain.zoo import DEFAULT_MODEL
 from streamrain.zoo import load_model
 
 
@@ -129,7 +130,7 @@ def test_file_job_derains_4_2_0_as_decoded_and_agrees_with_the_rgb_path(clip, tm
     src = clip("in.mp4", width=64, height=48, frames=10)
     results = {}
     for yuv420 in (True, False):
-        options = RunOptions(yuv420=yuv420, batch=4)
+        options = RunOptions(model=DEFAULT_MODEL, yuv420=yuv420, batch=4)  # a single-frame model's path
         derainer = Recording(make_derainer(options))
         out = tmp_path / f"out-{yuv420}.mp4"
         stats = derain_file(str(src), out, options=options, derainer=derainer)

@@ -87,8 +87,8 @@ def coarse_spectrum(x: torch.Tensor) -> torch.Tensor:
     32 pixels on a side give (N, 0): too small to tell a motion from."""
     if min(x.shape[-2:]) < 32:
         return x.new_zeros(len(x), 0, dtype=torch.complex64)
-    x = x.float()
-    luma = F.avg_pool2d((0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]), 8)[:, 0]
+    small = F.avg_pool2d(x.float(), 8)  # (pooled first: luma is linear, and this is 64x fewer pixels)
+    luma = 0.299 * small[:, 0] + 0.587 * small[:, 1] + 0.114 * small[:, 2]
     luma = luma - luma.mean((1, 2), keepdim=True)
     height, width = luma.shape[1:]
     taper = (torch.hann_window(height, periodic=False, device=x.device)[:, None]
@@ -132,7 +132,9 @@ def global_shift(spectrum_t: torch.Tensor, spectrum_n: torch.Tensor, height: int
 def translate(value: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """``value`` (P, C, h, w) with picture p sampled at every position plus ``shifts[p]`` (x, y),
     bilinear, edges extended: what ``warp`` computes for offsets constant over the picture, as
-    four shifted views blended, ~10x cheaper than grid_sample's gather."""
+    four shifted views blended, ~10x cheaper than grid_sample's gather. In ``value``'s dtype."""
+    if value.is_meta:  # the MAC counter's dry run (streamrain.modelinfo): no values to shift
+        return value.clone()
     height, width = value.shape[-2:]
     out = []
     for picture, (sx, sy) in zip(value.split(1), shifts.tolist()):
@@ -149,7 +151,7 @@ def translate(value: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         upper = at(0, 0) * (1 - fx) + at(0, 1) * fx
         lower = at(1, 0) * (1 - fx) + at(1, 1) * fx
         out.append(upper * (1 - fy) + lower * fy)
-    return torch.cat(out)
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def window(t: int, *, first: int, last: int, past: int, future: int, causal: bool = False) -> list[int]:
@@ -171,11 +173,13 @@ class _Alignment(nn.Module):
             return {}
         neighbours = [windows[m][s] for m, s in pairs]
         centres = [centre[m] for m, _ in pairs]
+        if not self.learned_flow:
+            # Translated pair by pair in the values' own dtype and layout: no gather, no conversion.
+            shifts = self.global_shifts(feats, centres, neighbours)
+            return {pair: translate(feats.value[n:n + 1], shifts[i:i + 1])
+                    for i, (pair, n) in enumerate(zip(pairs, neighbours))}
         # Sampled in float32 (see ``warp``): each frame's value converted once, not once per pair.
-        if self.learned_flow:
-            warped = self.warp(rows(feats.value.float(), neighbours), self.offsets(feats, centres, neighbours))
-        else:
-            warped = translate(rows(feats.value.float(), neighbours), self.global_shifts(feats, centres, neighbours))
+        warped = self.warp(rows(feats.value.float(), neighbours), self.offsets(feats, centres, neighbours))
         # Back in the values' dtype and layout in one pass (grid_sample writes NCHW).
         layout = (torch.channels_last if feats.value.is_contiguous(memory_format=torch.channels_last)
                   else torch.contiguous_format)

@@ -9,6 +9,7 @@ from typing import Callable
 
 from streamrain.config import RunOptions
 from streamrain.errors import OutputError
+from streamrain.io.encoding import IMAGE_ENCODERS
 from streamrain.io.frames import YUV420_FORMATS
 from streamrain.io.sink import EncodeOptions, VideoSink
 from streamrain.io.source import VideoSource, parse_source
@@ -24,11 +25,12 @@ from streamrain.zoo import load_model
 DEFAULT_CPU_WORKERS = 2
 
 
-def make_derainer(options: RunOptions, *, live: bool = False) -> Derainer | TemporalDerainer:
-    """The derainer for ``options``. Live runs take one batch at a time on every core (latency),
+def make_derainer(options: RunOptions, *, live: bool = False, video: bool = True) -> Derainer | TemporalDerainer:
+    """The derainer for ``options`` (without ``--model``: the default for video, or with ``video``
+    False the one for still images). Live runs take one batch at a time on every core (latency),
     and a temporal model runs causal there (no look-ahead)."""
     workers = 1 if live else (options.cpu_workers or DEFAULT_CPU_WORKERS)
-    module = load_model(options.model)
+    module = load_model(options.model, video=video or live)
     if is_temporal(module):
         return TemporalDerainer(module, device=options.device, precision=options.precision,
                                 backend=options.backend, cpu_workers=workers, causal=live or options.causal)
@@ -77,7 +79,8 @@ def derain_file(input_spec: str, output: Path | str, *, options: RunOptions = Ru
     if Path(spec.url).exists() and output.exists() and output.resolve() == Path(spec.url).resolve():
         raise OutputError(f"{output}: output would overwrite the input")
     if derainer is None:
-        derainer = make_derainer(options)
+        # A still picture out (one frame): the still-image default, which beats the video one there.
+        derainer = make_derainer(options, video=output.suffix.lower() not in IMAGE_ENCODERS)
         try:  # a derainer made here is closed here: its worker threads would outlive the run
             return derain_file(input_spec, output, options=options, derainer=derainer, progress=progress,
                                on_open=on_open, stop_event=stop_event)
