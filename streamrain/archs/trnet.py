@@ -2,7 +2,7 @@
 
 Not a port: SRNet (``srnet.py``) split so that a video costs about one SRNet pass per frame, not one
 per window. Rain moves and the scene mostly does not, so a neighbouring frame shows what is behind
-a streak on frame t once it is aligned onto t; dashcams move, so alignment is learned.
+a streak on frame t once it is aligned onto t; dashcams move, so the neighbours are aligned first.
 
 Three parts, all at quarter resolution after SRNet's 2x2 space-to-depth head:
 
@@ -10,12 +10,19 @@ Three parts, all at quarter resolution after SRNet's 2x2 space-to-depth head:
    it: head at half resolution, 1x1 down to quarter resolution, ``feat_blocks`` residual blocks,
    then two 1x1 projections: a ``key`` (to estimate motion from) and a ``value`` (what the
    neighbours contribute), and the first motion layer's two halves (below).
-2. Alignment: for each neighbour n of frame t, a 2-layer convolution on concat(key_t, key_n)
-   predicts a 2-channel offset in quarter-resolution pixels (its first layer is split into a
-   convolution over key_t plus one over key_n, each computed once per frame, so a pair costs an
-   add, a ReLU and the 2-channel layer), and n's value is sampled at
-   (position + offset) with ``grid_sample`` (bilinear, border). The offset starts at zero (the last
-   layer is zero-initialised), so an untrained network fuses unaligned neighbours.
+2. Alignment: each neighbour n's value is moved onto frame t. With ``global_alignment``, by the
+   translation the phase correlation of the two frames' coarse luma finds (``global_shift``; each
+   frame's Fourier transform, ``coarse_spectrum``, computed once). With ``learned_flow`` (the
+   default; trnet-v1), a 2-layer convolution on concat(key_t, key_n) predicts a 2-channel offset in
+   quarter-resolution pixels on top (its first layer is split into a convolution over key_t plus
+   one over key_n, each computed once per frame, so a pair costs an add, a ReLU and the 2-channel
+   layer), and n's value is sampled at (position + offset) with ``grid_sample`` (bilinear,
+   border); the offset starts at zero (the last layer is zero-initialised). Without it
+   (trnet-v2), a pair costs the translation alone (``translate``: four shifted views blended).
+   Why both: trnet-v1's learned flow alone moved NTURain's neighbours by under 0.6 quarter pixels
+   where the camera pans ~1 a frame (zeroing it changed the output by 0.04 dB); the same weights
+   aligned by the translation gain 1.3 dB there, and the learned flow on top of the translation
+   adds nothing measurable (32.41 dB with it, 32.45 without) for the cost of its warps.
 3. Fusion: the window's values [t - past .. t + future] concatenated, a 1x1 convolution added to
    frame t's own quarter-resolution features, ``fuse_blocks`` residual blocks, SRNet's up and tail
    with frame t's half-resolution skip: the rain layer, subtracted from frame t.
@@ -28,11 +35,11 @@ frames) and live use (no look-ahead).
 
 Cost with the default arguments, per output frame with the per-frame features counted once
 (``streamrain.modelinfo.cost``): 10.5 GMAC per megapixel (SRNet-v3: 9.65), plus four ``grid_sample``
-of 24 channels at quarter resolution, which the counter leaves out (measured here with 48 channels:
-each about a quarter of one 48-channel 3x3 convolution at quarter resolution). Why values of 24
-channels rather than the 48 features: warping costs per channel, and with 48 the four warps cost
-about a whole convolution.
-Measured at 640x360 on a 2-core CPU without bf16: ~1.4x SRNet-v3's CPU time per frame.
+of 24 channels at quarter resolution, which the counter leaves out; without the learned flow 10.1,
+plus four translations. Why values of 24 channels rather than the 48 features: moving them costs
+per channel. Measured at 640x360 end to end on a 2-core AVX-512/bf16 CPU in bf16 (``streamrain
+bench``, 2026-12-04): trnet-v1 36 fps, trnet-v2 ~45, srnet-v3 70 (srnet has a 4:2:0 path; TRNet's
+frames go through RGB).
 
 Tensor contract: frames float32 RGB ``(N, 3, H, W)`` in [0, 1], H and W multiples of 4. Windows are
 rows of ``past + 1 + future`` indices into the N frames, the centre (frame t) at position ``past``.
