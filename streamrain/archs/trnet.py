@@ -38,8 +38,8 @@ Cost with the default arguments, per output frame with the per-frame features co
 of 24 channels at quarter resolution, which the counter leaves out; without the learned flow 10.1,
 plus four translations. Why values of 24 channels rather than the 48 features: moving them costs
 per channel. Measured at 640x360 end to end on a 2-core AVX-512/bf16 CPU in bf16 (``streamrain
-bench``, 2026-12-04): trnet-v1 36 fps, trnet-v2 ~45, srnet-v3 70 (srnet has a 4:2:0 path; TRNet's
-frames go through RGB).
+bench``, 2026-12-04): trnet-v1 36-42 fps, trnet-v2 40-47 (median 44), srnet-v3 67-71 (SRNet has a
+4:2:0 path; TRNet's frames go through RGB).
 
 Tensor contract: frames float32 RGB ``(N, 3, H, W)`` in [0, 1], H and W multiples of 4. Windows are
 rows of ``past + 1 + future`` indices into the N frames, the centre (frame t) at position ``past``.
@@ -106,9 +106,9 @@ def coarse_spectrum(x: torch.Tensor) -> torch.Tensor:
 def global_shift(spectrum_t: torch.Tensor, spectrum_n: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(P, 2): how far, in quarter-resolution pixels (x, y), frame n's picture has moved from frame
     t's, as one translation: the peak of their phase correlation at eighth resolution, refined to
-    a fraction of a pixel from its neighbours. ``height`` and ``width``: the
-    eighth-resolution size the spectra were taken at. Shifts beyond a quarter of the picture are
-    not searched (they alias with the opposite direction)."""
+    a fraction of a pixel from its neighbours. ``height`` and ``width``: the eighth-resolution
+    size the spectra were taken at. Shifts beyond a quarter of the picture are not searched (they
+    alias with the opposite direction)."""
     cross = spectrum_n * spectrum_t.conj()
     surface = torch.fft.irfft2(cross / cross.abs().clamp_min(1e-8), s=(height, width))
     # Centred: shift (0, 0) at (height // 2, width // 2); outside the searched range never wins.
