@@ -39,16 +39,16 @@ def measure(name: str, data: Path, *, pairs_limit: int, threads: int, sequence: 
     """The card fields for model ``name``: its cost, counted now, and its precision verdict (a
     temporal model's on the first ``frames`` frames of the ``sequence`` folder's rainy video)."""
     from streamrain.modelinfo import cost
-    from streamrain.runtime.temporal import is_temporal
+    from streamrain.archs import ARCHS
     from streamrain.train.evaluate import folder_sequence, pair_loaders
     from streamrain.train.precision import measure_precision, measure_temporal_precision
     from streamrain.weights import read_metadata
-    from streamrain.zoo import load_model, resolve
+    from streamrain.zoo import resolve
 
     entry = resolve(name)
     params, gmac = cost(entry.arch, json.loads(read_metadata(entry.weights).get("arch_args", "{}")))
     started = time.monotonic()
-    if is_temporal(load_model(entry.name)):
+    if getattr(ARCHS.get(entry.arch), "temporal", False):
         if not (sequence / "rainy").is_dir():
             raise SystemExit(f"--sequence {sequence}: no rainy/ and clean/ frame folders ({name} is temporal)")
         measured_on = f"{sequence.name}, its first {frames} frames through the stream (offline window)"

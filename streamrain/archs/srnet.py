@@ -118,6 +118,14 @@ class SRNet(nn.Module):
         return Yuv420SRNet(self, dtype, yuv)
 
 
+def _frozen_residual_blocks(convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    """Residual blocks of ``FrozenConv`` pairs (conv1, conv2, conv1, ...): x += conv2(relu(conv1(x))),
+    in place, the ReLU and the add inside the convolutions."""
+    for conv1, conv2 in zip(convs[::2], convs[1::2]):
+        x = conv2.add_to_(x, conv1(x, relu=True))
+    return x
+
+
 def _fold_space_to_depth(weight: torch.Tensor) -> torch.Tensor:
     """A convolution over ``pixel_unshuffle(x, 2)`` is a stride-2 convolution over ``x`` with a kernel
     twice as large: (O, 4C, kh, kw) -> (O, C, 2kh, 2kw), tap (2dy+i, 2dx+j) from channel 4c+2i+j."""
@@ -172,17 +180,12 @@ class _FrozenTrunk(nn.Module):
             picture = self._up_bias_pictures[key] = picture.contiguous(memory_format=torch.channels_last)
         return picture
 
-    def _residual_blocks(self, convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-        for conv1, conv2 in zip(convs[::2], convs[1::2]):
-            x = conv2.add_to_(x, conv1(x, relu=True))
-        return x
-
     def forward(self, half: torch.Tensor) -> torch.Tensor:
-        quarter = self._residual_blocks(self.body, self.down(half, relu=True))
+        quarter = _frozen_residual_blocks(self.body, self.down(half, relu=True))
         if self.deep:
             height, width = quarter.shape[2:]
             padded = _even_padded(quarter).contiguous(memory_format=torch.channels_last)
-            deep = self._residual_blocks(self.deep_body, self.deep_down(padded, relu=True))
+            deep = _frozen_residual_blocks(self.deep_body, self.deep_down(padded, relu=True))
             up = F.conv_transpose2d(deep, self.deep_up_w, stride=2)
             up.add_(self._bias_picture(self.deep_up_bias_taps, *up.shape[2:]))
             quarter = quarter.add_(up[..., :height, :width])

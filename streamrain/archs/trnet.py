@@ -56,7 +56,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from streamrain.archs.frozen_conv import FrozenConv
-from streamrain.archs.srnet import _ResBlock, _fold_space_to_depth, _frozen
+from streamrain.archs.srnet import _ResBlock, _fold_space_to_depth, _frozen, _frozen_residual_blocks
 
 
 class FrameFeatures(NamedTuple):
@@ -430,15 +430,9 @@ class FoldedTRNet(_Alignment):
         self._grids: dict[tuple, torch.Tensor] = {}
         self._up_bias_pictures: dict[tuple, torch.Tensor] = {}
 
-    @staticmethod
-    def _residual_blocks(convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-        for conv1, conv2 in zip(convs[::2], convs[1::2]):
-            x = conv2.add_to_(x, conv1(x, relu=True))
-        return x
-
     def features(self, x: torch.Tensor) -> FrameFeatures:
         half = self.head(x.to(self.dtype), relu=True)
-        quarter = self._residual_blocks(self.feat_body, self.down(half, relu=True))
+        quarter = _frozen_residual_blocks(self.feat_body, self.down(half, relu=True))
         spectrum = coarse_spectrum(x) if self.global_alignment else x.new_zeros(len(x), 0, dtype=torch.complex64)
         if not self.learned_flow:
             no_motion = quarter.new_zeros(len(x), 0)
@@ -464,7 +458,7 @@ class FoldedTRNet(_Alignment):
             parts = [aligned.get((m, s), value[w[s]:w[s] + 1]) for m, w in enumerate(windows)]
             slot = torch.cat(parts).contiguous(memory_format=torch.channels_last)
             quarter = conv(slot) if quarter is None else conv.add_to_(quarter, slot)
-        quarter = self._residual_blocks(self.fuse_body, quarter.add_(rows(feats.quarter, centre)))
+        quarter = _frozen_residual_blocks(self.fuse_body, quarter.add_(rows(feats.quarter, centre)))
         half = F.conv_transpose2d(quarter, self.up_w, stride=2)
         half.add_(rows(feats.half, centre)).add_(self._up_bias_picture(*half.shape[2:])).relu_()
         rain = F.pixel_shuffle(self.tail(half), 2)

@@ -200,7 +200,7 @@ class Trainer:
         same = same_arch and (json.loads(meta.get("arch_args", "{}")) == self.recipe.arch_args
                               or {k: v.shape for k, v in theirs.items()} == {k: v.shape for k, v in mine.items()})
         if same:
-            self.model.load_state_dict({k: v.to(self.device) for k, v in start.state_dict().items()})
+            self.model.load_state_dict({k: v.to(self.device) for k, v in theirs.items()})
         elif meta.get("arch") in getattr(self.model, "adopts", ()):
             # Other weights where this network declares how to adopt them (TRNet starts as the
             # SRNet it was split from, an SRNet with a deep stage as one without).
