@@ -8,6 +8,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+
+from streamrain.io.frames import YuvMatrix
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -134,3 +138,38 @@ def clip(tmp_path):
     def factory(name: str = "in.mp4", **kwargs) -> Path:
         return make_clip(tmp_path / name, **kwargs)
     return factory
+
+
+# -- 4:2:0 references: what the Y'CbCr forms must equal ------------------------------------------
+
+def _code_scales(yuv: YuvMatrix) -> tuple[float, float, float]:
+    return (255.0, 255.0, 0.0) if yuv.full_range else (219.0, 224.0, 16.0)
+
+
+def rgb_of_i420(i420: torch.Tensor, yuv: YuvMatrix) -> torch.Tensor:
+    """float64 RGB (B, 3, H, W) of I420 codes, each chroma sample over its 2x2 block, unclamped."""
+    batch, rows, width = i420.shape
+    height = rows * 2 // 3
+    kr, kb = yuv.luma_weights
+    kg = 1 - kr - kb
+    y_scale, c_scale, y_off = _code_scales(yuv)
+    flat = i420.reshape(batch, -1).double()
+    y = (flat[:, :height * width].view(batch, 1, height, width) - y_off) / y_scale
+    chroma = (flat[:, height * width:].view(batch, 2, height // 2, width // 2) - 128) / c_scale
+    cb, cr = F.interpolate(chroma, scale_factor=2, mode="nearest").split(1, 1)
+    return torch.cat([y + 2 * (1 - kr) * cr, y - 2 * kb * (1 - kb) / kg * cb - 2 * kr * (1 - kr) / kg * cr,
+                      y + 2 * (1 - kb) * cb], 1)
+
+
+def i420_of_rgb(rgb: torch.Tensor, yuv: YuvMatrix) -> torch.Tensor:
+    """The inverse of ``rgb_of_i420``: chroma averaged over each 2x2 block, rounded and clamped."""
+    batch, _, height, width = rgb.shape
+    kr, kb = yuv.luma_weights
+    kg = 1 - kr - kb
+    y_scale, c_scale, y_off = _code_scales(yuv)
+    luma = kr * rgb[:, :1] + kg * rgb[:, 1:2] + kb * rgb[:, 2:]
+    cb = F.avg_pool2d((rgb[:, 2:] - luma) / (2 * (1 - kb)), 2)
+    cr = F.avg_pool2d((rgb[:, :1] - luma) / (2 * (1 - kr)), 2)
+    planes = [luma * y_scale + y_off, cb * c_scale + 128, cr * c_scale + 128]
+    codes = torch.cat([p.reshape(batch, -1) for p in planes], 1).round().clamp(0, 255)
+    return codes.to(torch.uint8).view(batch, height * 3 // 2, width)

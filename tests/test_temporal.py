@@ -13,18 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import needs_shared, pattern, probe
+from conftest import i420_of_rgb, needs_shared, pattern, probe, rgb_of_i420
 from streamrain.archs import ARCHS
+from streamrain.archs.srnet import i420_from_codes
 from streamrain.archs.trnet import TRNet, coarse_spectrum, global_shift, translate, window
 from streamrain.cli import main
 from streamrain.config import RunOptions
 from streamrain.errors import ModelError
-from streamrain.io.frames import Frame
+from streamrain.io.frames import Frame, YuvMatrix
 from streamrain.modelinfo import cost
 from streamrain.pipeline.job import derain_file, make_derainer
 from streamrain.pipeline.runner import Pipeline
 from streamrain.runtime.cuts import ShotBoundaries, luma_thumbnail, scene_change
-from streamrain.runtime.temporal import TemporalDerainer
+from streamrain.runtime.temporal import FrameStream, TemporalDerainer
 from streamrain.runtime.wrapper import DerainModule
 from streamrain.weights import save_weights
 
@@ -404,6 +405,85 @@ def test_scene_cut_test_on_real_sequences():
     assert cropped.shape == rainy[0].shape and shots.starts_shot(cropped) == "scene cut"
     difference, histogram = scene_change(luma_thumbnail(rainy[-1]), luma_thumbnail(rainy[-1]))
     assert difference == histogram == 0.0
+
+
+# -- decoded 4:2:0 frames ------------------------------------------------------------------------
+
+BT601 = YuvMatrix(5, False)
+
+
+def panning_i420(frames: int, yuv: YuvMatrix, width: int = 64, height: int = 48) -> torch.Tensor:
+    """A textured scene panning 3 px a frame as I420 codes, its colours well inside the RGB cube."""
+    big = textured_picture(height, width + 3 * frames) * 0.6 + 0.2
+    return i420_of_rgb(torch.stack([big[:, :, 3 * t:3 * t + width] for t in range(frames)]).double(), yuv)
+
+
+@pytest.mark.parametrize("yuv", [BT601, YuvMatrix(5, True)])
+@pytest.mark.parametrize("alignment", [{"global_alignment": True}, {"global_alignment": True, "learned_flow": False}])
+def test_yuv420_form_and_stream_are_the_rgb_round_trip_in_fp32(yuv, alignment):
+    torch.manual_seed(0)
+    net = TRNet(**SMALL, **alignment).eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.03)
+    i420 = panning_i420(7, yuv)
+    with torch.inference_mode():  # through RGB in float64: the training form, unclamped here
+        rgb_out = net.double().forward_clips(rgb_of_i420(i420, yuv)[None])[0]
+    net.float()
+    assert 0 < rgb_out.min() and rgb_out.max() < 1  # no RGB clamp binds, so the two forms agree
+    expected = i420_of_rgb(rgb_out, yuv).numpy()
+    assert np.abs(expected.astype(int) - i420.numpy()).mean() > 2  # the net changes the picture
+    form = net.yuv420_form(torch.float32, yuv)
+    windows = [window(t, first=0, last=6, past=2, future=2) for t in range(7)]
+    with torch.inference_mode():
+        bordered = form.codes(i420)
+        out = i420_from_codes(form.fuse_windows(bordered[..., 1:-1, 1:-1], form.features(bordered), windows))
+    diff = np.abs(out.numpy().astype(int) - expected)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-2  # float32 against float64: ties only
+    derainer = derainer_for(net)
+    assert derainer.accepts_yuv420
+    for batch in (1, 3, 8):  # the runtime's window across batches, in 4:2:0 as in RGB
+        got, _ = run_stream(derainer, i420.numpy(), batch=batch, yuv=yuv)
+        assert [tag for tag, _ in got] == list(range(7))
+        assert max_delta(np.stack([p for _, p in got]), out) == 0
+    assert max_delta(derainer(i420.numpy(), yuv=yuv), out) == 0
+
+
+def test_a_change_of_layout_or_matrix_ends_a_shot_and_the_cut_test_reads_y():
+    i420 = panning_i420(3, BT601).numpy()
+    rgb = np.stack([av.VideoFrame.from_ndarray(f, format="yuv420p").to_ndarray(
+        format="rgb24", src_colorspace=5, src_color_range=1) for f in i420])
+    assert np.abs(luma_thumbnail(i420[0], BT601) - luma_thumbnail(rgb[0])).mean() < 0.01
+    shots = ShotBoundaries()
+    reasons = [shots.starts_shot(i420[0], yuv=BT601), shots.starts_shot(i420[1], yuv=BT601),
+               shots.starts_shot(i420[2], yuv=YuvMatrix(1, False)), shots.starts_shot(rgb[2]),
+               shots.starts_shot(rgb[2])]
+    assert reasons == ["first frame", None, "size change", "size change", None]
+
+
+def test_file_job_gives_the_video_default_4_2_0_as_decoded_and_agrees_with_the_rgb_path(
+        clip, tmp_path, monkeypatch):
+    layouts = []
+    submit = FrameStream.submit
+
+    def recording(self, batch, **kwargs):
+        layouts.append("yuv420" if kwargs.get("yuv") else "rgb")
+        return submit(self, batch, **kwargs)
+
+    monkeypatch.setattr(FrameStream, "submit", recording)
+    src = clip("in.mp4", width=64, height=48, frames=9)
+    results = {}
+    for yuv420 in (True, False):
+        layouts.clear()
+        out = tmp_path / f"out-{yuv420}.mp4"
+        stats = derain_file(str(src), out, options=RunOptions(yuv420=yuv420, batch=4))
+        assert stats.frames_out == 9 and stats.model == "trnet-v2"
+        assert set(layouts) == {"yuv420" if yuv420 else "rgb"}
+        results[yuv420] = probe(out)
+    a, b = results[True]["video"], results[False]["video"]
+    assert a["pts_s"] == b["pts_s"] == probe(src)["video"]["pts_s"]
+    for x, y in zip(a["rgb"], b["rgb"]):
+        mse = np.mean((x.astype(float) - y.astype(float)) ** 2)
+        assert 10 * np.log10(255 ** 2 / mse) > 35
 
 
 # -- the product -------------------------------------------------------------------------------

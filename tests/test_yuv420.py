@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import pattern, player_rgb, probe
+from conftest import i420_of_rgb, pattern, player_rgb, probe, rgb_of_i420
 from streamrain.archs.srnet import SRNet
 from streamrain.config import RunOptions
 from streamrain.errors import ModelError
@@ -32,26 +32,11 @@ def i420_of(rgb_u8: np.ndarray, yuv: YuvMatrix) -> np.ndarray:
 def reference_yuv420(net: SRNet, i420: torch.Tensor, yuv: YuvMatrix) -> torch.Tensor:
     """What the Y'CbCr form must equal: to RGB with each chroma sample over its 2x2 block, SRNet's
     residual, back with chroma averaged over the block, rounded and clamped as codes."""
-    batch, rows, width = i420.shape
-    height = rows * 2 // 3
-    kr, kb = yuv.luma_weights
-    kg = 1 - kr - kb
-    y_scale, c_scale, y_off = (255.0, 255.0, 0.0) if yuv.full_range else (219.0, 224.0, 16.0)
-    flat = i420.reshape(batch, -1).double()
-    y = (flat[:, :height * width].view(batch, 1, height, width) - y_off) / y_scale
-    chroma = (flat[:, height * width:].view(batch, 2, height // 2, width // 2) - 128) / c_scale
-    cb, cr = F.interpolate(chroma, scale_factor=2, mode="nearest").split(1, 1)
-    rgb = torch.cat([y + 2 * (1 - kr) * cr, y - 2 * kb * (1 - kb) / kg * cb - 2 * kr * (1 - kr) / kg * cr,
-                     y + 2 * (1 - kb) * cb], 1)
+    rgb = rgb_of_i420(i420, yuv)
     with torch.inference_mode():
         out = rgb - F.pixel_shuffle(net.double().rain_s2d(F.pixel_unshuffle(rgb, 2)), 2)
     net.float()
-    luma = kr * out[:, :1] + kg * out[:, 1:2] + kb * out[:, 2:]
-    cb_out = F.avg_pool2d((out[:, 2:] - luma) / (2 * (1 - kb)), 2)
-    cr_out = F.avg_pool2d((out[:, :1] - luma) / (2 * (1 - kr)), 2)
-    planes = [luma * y_scale + y_off, cb_out * c_scale + 128, cr_out * c_scale + 128]
-    codes = torch.cat([p.reshape(batch, -1) for p in planes], 1).round().clamp(0, 255)
-    return codes.to(torch.uint8).view(batch, rows, width)
+    return i420_of_rgb(out, yuv)
 
 
 @pytest.mark.parametrize("yuv", [YuvMatrix(5, False), YuvMatrix(1, True), YuvMatrix(9, False)])
@@ -85,7 +70,7 @@ def test_yuv420_form_in_bf16_matches_the_rgb_path_of_the_bundled_model():
     assert 10 * np.log10(255 ** 2 / mse) > 40
 
 
-def test_only_srnet_on_the_cpu_eager_path_takes_yuv420():
+def test_only_a_network_with_a_4_2_0_form_on_the_cpu_eager_path_takes_yuv420():
     srnet = load_model()
     assert not Derainer(srnet, device="cpu", backend="compile").accepts_yuv420
     torch.manual_seed(0)

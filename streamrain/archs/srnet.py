@@ -275,51 +275,76 @@ class Yuv420SRNet(nn.Module):
     def __init__(self, net: SRNet, dtype: torch.dtype, yuv: YuvMatrix):
         super().__init__()
         self.dtype = dtype
-        kr, kb = yuv.luma_weights
-        if yuv.full_range:
-            scale, offset = [255.0] * 6, [0.0] * 4 + [128.0] * 2
-        else:
-            scale, offset = [219.0] * 4 + [224.0] * 2, [16.0] * 4 + [128.0] * 2
-        scale, offset = torch.tensor(scale, dtype=torch.float64), torch.tensor(offset, dtype=torch.float64)
-        self.register_buffer("offset_codes", offset.to(torch.uint8), persistent=False)
-
-        # head: codes -> normalised (/ scale) -> RGB space-to-depth -> SRNet's head.
-        into_rgb = _rgb_from_yuv_s2d(kr, kb) / scale
-        head = torch.einsum("oikl,ij->ojkl", net.head.weight.double(), into_rgb)
-        head_bias = net.head.bias.double() - torch.einsum("oikl,i->o", head, offset)
-        # tail: SRNet's tail -> rain in RGB space-to-depth -> Y'CbCr (normalised) -> codes (* scale).
-        out_of_rgb = _yuv_s2d_from_rgb(kr, kb) * scale[:, None]
-        tail = torch.einsum("ji,iokl->jokl", out_of_rgb, net.tail.weight.double())
-        tail_bias = out_of_rgb @ net.tail.bias.double() - 0.5
+        head, head_bias, tail, tail_bias, offset_codes = yuv420_head_and_tail(net.head, net.tail, yuv)
+        self.register_buffer("offset_codes", offset_codes, persistent=False)
         self.head = FrozenConv(head, head_bias, dtype)
         self.trunk = _FrozenTrunk(net, dtype)
         self.tail = FrozenConv(tail, tail_bias, dtype, padding=1)
 
     def forward(self, i420_u8: torch.Tensor) -> torch.Tensor:
-        batch, rows, width = i420_u8.shape
-        height = rows * 2 // 3
-        if rows % 6 or width % 4 or i420_u8.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 I420 (B, H * 3 // 2, W) with H and W multiples of 4; "
-                             f"got {i420_u8.dtype} {tuple(i420_u8.shape)}")
-        h2, w2 = height // 2, width // 2
-        flat = i420_u8.reshape(batch, -1)
-        # (B, h2, w2, C) memory is the channels_last layout of (B, C, h2, w2); channel 2i+j of the
-        # luma part is the sample at (2y+i, 2x+j), as pixel_unshuffle orders them. Each pair of
-        # horizontal neighbours (j = 0, 1) moves as one int16: a copy with 2-byte runs is ~2x faster.
-        bordered = i420_u8.new_empty(batch, h2 + 2, w2 + 2, 6)
-        for edge in (bordered[:, 0], bordered[:, -1], bordered[:, :, 0], bordered[:, :, -1]):
-            edge.copy_(self.offset_codes)
-        codes = bordered[:, 1:-1, 1:-1]
-        codes.view(torch.int16)[..., :2].copy_(
-            flat[:, :height * width].view(torch.int16).view(batch, h2, 2, w2).permute(0, 1, 3, 2))
-        codes[..., 4:].copy_(flat[:, height * width:].view(batch, 2, h2, w2).permute(0, 2, 3, 1))
+        bordered = bordered_codes(i420_u8, self.offset_codes)
         # uint8 codes are exact in bf16; the permuted views are channels_last (B, 6, h, w).
         half = self.trunk(self.head(bordered.permute(0, 3, 1, 2).to(self.dtype), relu=True))
         rain = self.tail(half)
-        out = torch.sub(codes.permute(0, 3, 1, 2), rain.float()).clamp_(0, 255).to(torch.uint8)
-        out_hwc = out.permute(0, 2, 3, 1).contiguous()  # already so: channels_last memory
-        result = torch.empty_like(flat)
-        result[:, :height * width].view(torch.int16).view(batch, h2, 2, w2).copy_(
-            out_hwc.view(torch.int16)[..., :2].permute(0, 1, 3, 2))
-        result[:, height * width:].view(batch, 2, h2, w2).copy_(out_hwc[..., 4:].permute(0, 3, 1, 2))
-        return result.view(batch, rows, width)
+        codes = bordered[:, 1:-1, 1:-1].permute(0, 3, 1, 2)
+        return i420_from_codes(torch.sub(codes, rain.float()).clamp_(0, 255).to(torch.uint8))
+
+
+def yuv420_head_and_tail(head: nn.Conv2d, tail: nn.Conv2d, yuv: YuvMatrix) -> tuple[torch.Tensor, ...]:
+    """A network's first and last convolutions refolded for 4:2:0 codes (see ``Yuv420SRNet``): ``head``
+    a convolution over RGB space-to-depth (12 channels in [0, 1]), ``tail`` one that predicts the
+    rain in it. Returns (head weight, head bias) over the six code channels of ``bordered_codes``
+    (to run unpadded on them), (tail weight, tail bias) giving the rain in code units less 0.5,
+    and the six offset codes (black) of the border, uint8."""
+    kr, kb = yuv.luma_weights
+    if yuv.full_range:
+        scale, offset = [255.0] * 6, [0.0] * 4 + [128.0] * 2
+    else:
+        scale, offset = [219.0] * 4 + [224.0] * 2, [16.0] * 4 + [128.0] * 2
+    scale, offset = torch.tensor(scale, dtype=torch.float64), torch.tensor(offset, dtype=torch.float64)
+    # head: codes -> normalised (/ scale) -> RGB space-to-depth -> the network's head.
+    into_rgb = _rgb_from_yuv_s2d(kr, kb) / scale
+    head_w = torch.einsum("oikl,ij->ojkl", head.weight.double(), into_rgb)
+    head_b = head.bias.double() - torch.einsum("oikl,i->o", head_w, offset)
+    # tail: the network's tail -> rain in RGB space-to-depth -> Y'CbCr (normalised) -> codes (* scale).
+    out_of_rgb = _yuv_s2d_from_rgb(kr, kb) * scale[:, None]
+    tail_w = torch.einsum("ji,iokl->jokl", out_of_rgb, tail.weight.double())
+    tail_b = out_of_rgb @ tail.bias.double() - 0.5
+    return head_w, head_b, tail_w, tail_b, offset.to(torch.uint8)
+
+
+def bordered_codes(i420_u8: torch.Tensor, offset_codes: torch.Tensor) -> torch.Tensor:
+    """uint8 I420 ``(B, H * 3 // 2, W)`` -> ``(B, H/2 + 2, W/2 + 2, 6)`` uint8: at each chroma
+    position its four luma codes (channel 2i + j the sample at (2y + i, 2x + j), as pixel_unshuffle
+    orders them), Cb and Cr, inside a one-sample border of ``offset_codes``. Its (B, 6, h, w)
+    permutation is channels_last."""
+    batch, rows, width = i420_u8.shape
+    height = rows * 2 // 3
+    if rows % 6 or width % 4 or i420_u8.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 I420 (B, H * 3 // 2, W) with H and W multiples of 4; "
+                         f"got {i420_u8.dtype} {tuple(i420_u8.shape)}")
+    h2, w2 = height // 2, width // 2
+    flat = i420_u8.reshape(batch, -1)
+    bordered = i420_u8.new_empty(batch, h2 + 2, w2 + 2, 6)
+    for edge in (bordered[:, 0], bordered[:, -1], bordered[:, :, 0], bordered[:, :, -1]):
+        edge.copy_(offset_codes)
+    codes = bordered[:, 1:-1, 1:-1]
+    # Each pair of horizontal neighbours (j = 0, 1) moves as one int16: a copy with 2-byte runs
+    # is ~2x faster.
+    codes.view(torch.int16)[..., :2].copy_(
+        flat[:, :height * width].view(torch.int16).view(batch, h2, 2, w2).permute(0, 1, 3, 2))
+    codes[..., 4:].copy_(flat[:, height * width:].view(batch, 2, h2, w2).permute(0, 2, 3, 1))
+    return bordered
+
+
+def i420_from_codes(codes: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``bordered_codes`` without its border: uint8 ``(B, 6, h, w)`` -> I420
+    ``(B, 3h, 2w)``."""
+    batch, _, h2, w2 = codes.shape
+    height, width = 2 * h2, 2 * w2
+    hwc = codes.permute(0, 2, 3, 1).contiguous()  # no copy where it is channels_last already
+    result = hwc.new_empty(batch, height * width * 3 // 2)
+    result[:, :height * width].view(torch.int16).view(batch, h2, 2, w2).copy_(
+        hwc.view(torch.int16)[..., :2].permute(0, 1, 3, 2))
+    result[:, height * width:].view(batch, 2, h2, w2).copy_(hwc[..., 4:].permute(0, 3, 1, 2))
+    return result.view(batch, height * 3 // 2, width)

@@ -56,7 +56,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from streamrain.archs.frozen_conv import FrozenConv
-from streamrain.archs.srnet import _ResBlock, _fold_space_to_depth, _frozen, _frozen_residual_blocks
+from streamrain.archs.srnet import (_ResBlock, _fold_space_to_depth, _frozen, _frozen_residual_blocks,
+                                    bordered_codes, yuv420_head_and_tail)
+from streamrain.io.frames import YuvMatrix
 
 
 class FrameFeatures(NamedTuple):
@@ -95,11 +97,23 @@ def coarse_spectrum(x: torch.Tensor) -> torch.Tensor:
     if min(x.shape[-2:]) < 32:
         return x.new_zeros(len(x), 0, dtype=torch.complex64)
     small = F.avg_pool2d(x.float(), 8)  # (pooled first: luma is linear, and this is 64x fewer pixels)
-    luma = 0.299 * small[:, 0] + 0.587 * small[:, 1] + 0.114 * small[:, 2]
+    return _luma_spectrum(0.299 * small[:, 0] + 0.587 * small[:, 1] + 0.114 * small[:, 2])
+
+
+def coarse_spectrum_of_codes(codes: torch.Tensor) -> torch.Tensor:
+    """``coarse_spectrum`` of 4:2:0 pictures as ``Yuv420TRNet`` holds them: uint8 (N, 6, H/2, W/2),
+    the four luma codes of each 2x2 block first. Their luma is Y' itself; its offset and scale do
+    not move the phase correlation's peak, so the codes are used as they are."""
+    if 2 * min(codes.shape[-2:]) < 32:
+        return codes.new_zeros(len(codes), 0, dtype=torch.complex64)
+    return _luma_spectrum(F.avg_pool2d(codes[:, :4].float().mean(1, keepdim=True), 4)[:, 0])
+
+
+def _luma_spectrum(luma: torch.Tensor) -> torch.Tensor:
     luma = luma - luma.mean((1, 2), keepdim=True)
     height, width = luma.shape[1:]
-    taper = (torch.hann_window(height, periodic=False, device=x.device)[:, None]
-             * torch.hann_window(width, periodic=False, device=x.device)[None])
+    taper = (torch.hann_window(height, periodic=False, device=luma.device)[:, None]
+             * torch.hann_window(width, periodic=False, device=luma.device)[None])
     return torch.fft.rfft2(luma * taper)
 
 
@@ -390,6 +404,9 @@ class TRNet(_Alignment):
     def inference_form(self, dtype: torch.dtype) -> "FoldedTRNet":
         return FoldedTRNet(self, dtype)
 
+    def yuv420_form(self, dtype: torch.dtype, yuv: YuvMatrix) -> "Yuv420TRNet":
+        return Yuv420TRNet(self, dtype, yuv)
+
 
 class FoldedTRNet(_Alignment):
     """TRNet for CPU inference, as ``FoldedSRNet`` is for SRNet: the same ``features`` and
@@ -431,11 +448,14 @@ class FoldedTRNet(_Alignment):
         self._up_bias_pictures: dict[tuple, torch.Tensor] = {}
 
     def features(self, x: torch.Tensor) -> FrameFeatures:
-        half = self.head(x.to(self.dtype), relu=True)
-        quarter = _frozen_residual_blocks(self.feat_body, self.down(half, relu=True))
         spectrum = coarse_spectrum(x) if self.global_alignment else x.new_zeros(len(x), 0, dtype=torch.complex64)
+        return self._features(self.head(x.to(self.dtype), relu=True), spectrum)
+
+    def _features(self, half: torch.Tensor, spectrum: torch.Tensor) -> FrameFeatures:
+        """Everything after the head (the part both input forms share)."""
+        quarter = _frozen_residual_blocks(self.feat_body, self.down(half, relu=True))
         if not self.learned_flow:
-            no_motion = quarter.new_zeros(len(x), 0)
+            no_motion = quarter.new_zeros(len(half), 0)
             return FrameFeatures(half, quarter, self.value(quarter), no_motion, no_motion, spectrum)
         key = self.key(quarter)
         return FrameFeatures(half, quarter, self.value(quarter), self.motion_as_centre(key),
@@ -447,6 +467,12 @@ class FoldedTRNet(_Alignment):
     def fuse_windows(self, frames: torch.Tensor, feats: FrameFeatures,
                      windows: Sequence[Sequence[int]]) -> torch.Tensor:
         centre = [w[self.past] for w in windows]
+        rain = F.pixel_shuffle(self.tail(self._fused_half(feats, windows, centre)), 2)
+        return (rows(frames, centre) - rain.float()).clamp_(0.0, 1.0)
+
+    def _fused_half(self, feats: FrameFeatures, windows: Sequence[Sequence[int]],
+                    centre: list[int]) -> torch.Tensor:
+        """The fusion up to the tail's input (the part both input forms share): (M, half, H/2, W/2)."""
         # The fusion's 1x1 convolution over the slots' concatenated values is the sum of one
         # convolution per slot, each over that slot's values for all M windows: gathering those
         # is a copy of whole rows, where writing each into its channels of one concatenated
@@ -460,9 +486,7 @@ class FoldedTRNet(_Alignment):
             quarter = conv(slot) if quarter is None else conv.add_to_(quarter, slot)
         quarter = _frozen_residual_blocks(self.fuse_body, quarter.add_(rows(feats.quarter, centre)))
         half = F.conv_transpose2d(quarter, self.up_w, stride=2)
-        half.add_(rows(feats.half, centre)).add_(self._up_bias_picture(*half.shape[2:])).relu_()
-        rain = F.pixel_shuffle(self.tail(half), 2)
-        return (rows(frames, centre) - rain.float()).clamp_(0.0, 1.0)
+        return half.add_(rows(feats.half, centre)).add_(self._up_bias_picture(*half.shape[2:])).relu_()
 
     def _up_bias_picture(self, height: int, width: int) -> torch.Tensor:
         picture = self._up_bias_pictures.get((height, width))
@@ -472,3 +496,41 @@ class FoldedTRNet(_Alignment):
             picture = self.up_bias_taps.repeat(1, height // 2, width // 2)[None]
             picture = self._up_bias_pictures[height, width] = picture.contiguous(memory_format=torch.channels_last)
         return picture
+
+
+class Yuv420TRNet(FoldedTRNet):
+    """TRNet on decoded 4:2:0 pictures, as ``Yuv420SRNet`` is for SRNet: its head and tail refolded
+    for code values (``yuv420_head_and_tail``), so that frames go from the decoder to the encoder
+    without swscale's two conversions. The same function as converting to RGB (chroma repeated
+    over its 2x2 block), running ``FoldedTRNet`` and converting back (chroma averaged), except
+    that the output is clamped in Y'CbCr and the global alignment reads Y' itself, not the luma of
+    the converted RGB (the same where the matrix is BT.601's).
+
+    Its two parts take what ``codes`` makes of a batch of I420 pictures: ``features`` the bordered
+    codes, uint8 (N, 6, H/2 + 2, W/2 + 2); ``fuse_windows`` the frames' codes without the border
+    (read at the centres), and returns theirs derained, uint8 (M, 6, H/2, W/2) (``i420_from_codes``
+    makes pictures of them)."""
+
+    def __init__(self, net: TRNet, dtype: torch.dtype, yuv: YuvMatrix):
+        super().__init__(net, dtype)
+        head, head_bias, tail, tail_bias, offset_codes = yuv420_head_and_tail(net.head, net.tail, yuv)
+        self.register_buffer("offset_codes", offset_codes, persistent=False)
+        self.head = FrozenConv(head, head_bias, dtype)
+        self.tail = FrozenConv(tail, tail_bias, dtype, padding=1)
+
+    def codes(self, i420_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 I420 (N, H * 3 // 2, W), H and W multiples of 4 -> the bordered codes, a
+        channels_last uint8 (N, 6, H/2 + 2, W/2 + 2)."""
+        return bordered_codes(i420_u8, self.offset_codes).permute(0, 3, 1, 2)
+
+    def features(self, bordered: torch.Tensor) -> FrameFeatures:
+        codes = bordered[..., 1:-1, 1:-1]
+        spectrum = (coarse_spectrum_of_codes(codes) if self.global_alignment
+                    else codes.new_zeros(len(codes), 0, dtype=torch.complex64))
+        return self._features(self.head(bordered.to(self.dtype), relu=True), spectrum)
+
+    def fuse_windows(self, codes: torch.Tensor, feats: FrameFeatures,
+                     windows: Sequence[Sequence[int]]) -> torch.Tensor:
+        centre = [w[self.past] for w in windows]
+        rain = self.tail(self._fused_half(feats, windows, centre))  # in code units, less 0.5
+        return torch.sub(rows(codes, centre), rain.float()).clamp_(0, 255).to(torch.uint8)

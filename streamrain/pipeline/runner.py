@@ -130,7 +130,8 @@ class Pipeline:
         batch = np.stack([f.pixels for f in frames])
         if self._stream is not None:
             runner, kwargs = self._stream, {"tags": frames, "times_s": [f.pts_s for f in frames],
-                                            "discontinuous": [f.discontinuity for f in frames]}
+                                            "discontinuous": [f.discontinuity for f in frames],
+                                            **layout_of(frames[0])}
         else:
             runner, kwargs = self.derain, layout_of(frames[0])
         if self._max_in_flight <= 1:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamrain.io.frames import YuvMatrix
+
 # Measured with benchmarks/temporal_cuts.py on ../shared/data (12 sequences: NTURain a1 rainy and
 # clean, the driving and OpenCV clips, Vid4, Aspen; up to 120 frames each): consecutive frames score
 # at most 0.068 (thumbnail difference) and 0.120 (histogram distance), both in OpenCV's tree.avi;
@@ -28,11 +30,17 @@ SCENE_CUT_HISTOGRAM = 0.15  # half the L1 distance of 16-bin luma histograms, 0-
 _BINS = 16
 
 
-def luma_thumbnail(rgb_u8: np.ndarray) -> np.ndarray:
+def luma_thumbnail(rgb_u8: np.ndarray, yuv: YuvMatrix | None = None) -> np.ndarray:
     """Coarse float32 luma (0-1) from every 4th row and column, averaged over 4x4 of those samples:
-    about 1/16 of the frame per side, for frames of any size."""
-    sampled = rgb_u8[::4, ::4].astype(np.float32)
-    luma = (sampled[..., 0] * 0.299 + sampled[..., 1] * 0.587 + sampled[..., 2] * 0.114) / 255.0
+    about 1/16 of the frame per side, for frames of any size. ``yuv`` given: the frame is an I420
+    picture (H * 3 // 2, W) in that matrix and range, and its Y' plane is the luma."""
+    if yuv is not None:
+        black, white = (0.0, 255.0) if yuv.full_range else (16.0, 235.0)
+        sampled = rgb_u8[:rgb_u8.shape[0] * 2 // 3:4, ::4].astype(np.float32)
+        luma = np.clip((sampled - black) / (white - black), 0.0, 1.0)
+    else:
+        sampled = rgb_u8[::4, ::4].astype(np.float32)
+        luma = (sampled[..., 0] * 0.299 + sampled[..., 1] * 0.587 + sampled[..., 2] * 0.114) / 255.0
     height, width = (luma.shape[0] // 4) * 4 or luma.shape[0], (luma.shape[1] // 4) * 4 or luma.shape[1]
     luma = luma[:height, :width]
     if height % 4 == 0 and width % 4 == 0:
@@ -65,17 +73,18 @@ class ShotBoundaries:
         self._thumbnail: np.ndarray | None = None
 
     def starts_shot(self, rgb_u8: np.ndarray, time_s: float | None = None, *,
-                    discontinuous: bool = False) -> str | None:
+                    discontinuous: bool = False, yuv: YuvMatrix | None = None) -> str | None:
         """``time_s``: the frame's timestamp (None: not checked); ``discontinuous``: the source
-        knows this frame does not follow the previous one (a reconnect)."""
+        knows this frame does not follow the previous one (a reconnect); ``yuv``: the frame is an
+        I420 picture in that matrix (a change of layout or matrix reads as a change of size)."""
         shape, previous_time_s, previous_thumbnail = self._shape, self._time_s, self._thumbnail
-        self._shape, self._time_s = rgb_u8.shape, time_s
-        self._thumbnail = luma_thumbnail(rgb_u8) if self.scene_cuts else None
+        self._shape, self._time_s = (rgb_u8.shape, yuv), time_s
+        self._thumbnail = luma_thumbnail(rgb_u8, yuv) if self.scene_cuts else None
         if shape is None:
             return "first frame"
         if discontinuous:
             return "source discontinuity"
-        if shape != rgb_u8.shape:
+        if shape != self._shape:
             return "size change"
         if time_s is not None and previous_time_s is not None:
             gap_s = time_s - previous_time_s

@@ -1,6 +1,9 @@
 """TemporalDerainer: a temporal network (``temporal = True``, e.g. TRNet) run over a stream of frames.
 
-Layout: frames are ``rgb_u8_bhwc`` numpy uint8 ``(B, H, W, 3)``, as for ``Derainer``.
+Layout: frames are ``rgb_u8_bhwc`` numpy uint8 ``(B, H, W, 3)``, as for ``Derainer``; a network with
+a 4:2:0 form (TRNet's ``yuv420_form``) also takes decoded pictures as they are on the CPU, I420 uint8
+``(B, H * 3 // 2, W)`` with their ``YuvMatrix`` (``accepts_yuv420``), and gives them back so. A
+change of layout or matrix ends a shot, as a change of size does.
 
 The window belongs here, not to the pipeline. A ``FrameStream`` (one per video: ``derainer.stream()``)
 takes frames in order, batch by batch, and gives back derained frames in the same order, each with
@@ -35,8 +38,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from streamrain.archs.srnet import i420_from_codes
 from streamrain.archs.trnet import FrameFeatures, window
 from streamrain.errors import ModelError
+from streamrain.io.frames import YuvMatrix
 from streamrain.runtime.cuts import ShotBoundaries
 from streamrain.runtime.derainer import Backend, Device, Precision, resolve_device, resolve_precision
 from streamrain.runtime.layout import to_channels_last
@@ -54,11 +59,13 @@ def is_temporal(module: torch.nn.Module) -> bool:
 class _Frame:
     """One input frame: its padded float tensor and features once its batch has computed them."""
 
-    __slots__ = ("size", "pixels", "features", "ready", "error")
+    __slots__ = ("size", "yuv", "pixels", "features", "ready", "error")
 
-    def __init__(self, size: tuple[int, int]):
+    def __init__(self, size: tuple[int, int], yuv: YuvMatrix | None):
         self.size = size  # (H, W) before padding
-        self.pixels: torch.Tensor | None = None  # (1, 3, H', W') float in [0, 1], padded
+        self.yuv = yuv  # the I420 picture's matrix; None: an RGB frame
+        # RGB: (1, 3, H', W') float in [0, 1], padded; I420: (1, 6, H/2, W/2) uint8 codes
+        self.pixels: torch.Tensor | None = None
         self.features: FrameFeatures | None = None
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -67,10 +74,11 @@ class _Frame:
 class _Task:
     """One model call: features of the new frames, then the outputs whose windows are complete."""
 
-    __slots__ = ("batch_u8", "new", "outputs")
+    __slots__ = ("batch_u8", "yuv", "new", "outputs")
 
-    def __init__(self, batch_u8: np.ndarray | None, new: list[_Frame], outputs: list[tuple[object, list[_Frame]]]):
-        self.batch_u8, self.new, self.outputs = batch_u8, new, outputs
+    def __init__(self, batch_u8: np.ndarray | None, yuv: YuvMatrix | None, new: list[_Frame],
+                 outputs: list[tuple[object, list[_Frame]]]):
+        self.batch_u8, self.yuv, self.new, self.outputs = batch_u8, yuv, new, outputs
 
 
 class TemporalDerainer:
@@ -78,7 +86,6 @@ class TemporalDerainer:
     consecutive frames (its own shot); ``derainer.stream()`` derains a video batch by batch."""
 
     temporal = True
-    accepts_yuv420 = False  # frames come as RGB (the source converts)
 
     def __init__(self, module: DerainModule, *, device: Device = "auto", precision: Precision = "auto",
                  backend: Backend = "eager", cpu_workers: int = 1, causal: bool = False,
@@ -103,7 +110,10 @@ class TemporalDerainer:
         self._pool: ThreadPoolExecutor | None = None
         self._all_threads = torch.get_num_threads()
         self._worker_threads = max(1, self._all_threads // cpu_workers)
+        self._yuv420_form = None  # the network's yuv420_form where the CPU can use it
+        self._yuv420_modules: dict[YuvMatrix, torch.nn.Module] = {}
         if self.device.type == "cpu":
+            self._yuv420_form = getattr(self.net, "yuv420_form", None)
             # The network's inference form where it has one (it computes in the dtype itself), as
             # Derainer does; else autocast in bf16 where the CPU has it.
             self._autocast = self.dtype == torch.bfloat16
@@ -125,6 +135,17 @@ class TemporalDerainer:
         return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}"
 
     @property
+    def accepts_yuv420(self) -> bool:
+        return self._yuv420_form is not None
+
+    def _yuv420_module(self, yuv: YuvMatrix) -> torch.nn.Module:
+        if self._yuv420_form is None:
+            raise ModelError(f"model {self.name} on {self.device_label} does not take 4:2:0 frames")
+        if yuv not in self._yuv420_modules:
+            self._yuv420_modules[yuv] = to_channels_last(self._yuv420_form(self.dtype, yuv).eval())
+        return self._yuv420_modules[yuv]
+
+    @property
     def max_in_flight(self) -> int:
         """Batches a stream may have submitted before the first is collected (as ``Derainer``)."""
         return 2 * self._pool._max_workers if self._pool is not None else 1
@@ -138,10 +159,11 @@ class TemporalDerainer:
         """A new video: an empty window. ``causal`` None: the derainer's own mode."""
         return FrameStream(self, causal=self.causal if causal is None else causal)
 
-    def __call__(self, rgb_u8_bhwc: np.ndarray) -> np.ndarray:
-        """The batch as one clip of consecutive frames: window edges replicated at both ends."""
+    def __call__(self, rgb_u8_bhwc: np.ndarray, *, yuv: YuvMatrix | None = None) -> np.ndarray:
+        """The batch as one clip of consecutive frames: window edges replicated at both ends.
+        ``yuv`` given: the batch is I420 pictures in that matrix and range (``accepts_yuv420``)."""
         stream = FrameStream(self, causal=self.causal, inline=True)
-        derained = stream.collect(stream.submit(rgb_u8_bhwc)) + stream.flush()
+        derained = stream.collect(stream.submit(rgb_u8_bhwc, yuv=yuv)) + stream.flush()
         return np.stack([pixels for _, pixels in derained])
 
     def close(self) -> None:
@@ -163,22 +185,28 @@ class TemporalDerainer:
                 self._compute_features(task)
             results: list[tuple[object, np.ndarray]] = []
             start = 0
-            while start < len(task.outputs):  # runs of one frame size (a size change ends a shot)
-                size = task.outputs[start][1][self.past].size
+            while start < len(task.outputs):  # runs of one size and layout (a change ends a shot)
+                centre = task.outputs[start][1][self.past]
                 end = start
-                while end < len(task.outputs) and task.outputs[end][1][self.past].size == size:
+                while end < len(task.outputs) and (task.outputs[end][1][self.past].size,
+                                                   task.outputs[end][1][self.past].yuv) == (centre.size, centre.yuv):
                     end += 1
-                results += self._fuse(task.outputs[start:end], size)
+                results += self._fuse(task.outputs[start:end], centre.size, centre.yuv)
                 start = end
             return results
 
     def _compute_features(self, task: _Task) -> None:
         try:
-            frames = torch.from_numpy(task.batch_u8).permute(0, 3, 1, 2)  # a channels_last view
-            x = pad_to_multiple(frames.to(self.device, non_blocking=True).float().div_(255.0), self.multiple)
-            if self.device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            feats = self.net.features(x)
+            if task.yuv is not None:  # (4:2:0 frames are multiples of 4 in size: no padding)
+                net = self._yuv420_module(task.yuv)
+                bordered = net.codes(torch.from_numpy(task.batch_u8))
+                feats, x = net.features(bordered), bordered[..., 1:-1, 1:-1]
+            else:
+                frames = torch.from_numpy(task.batch_u8).permute(0, 3, 1, 2)  # a channels_last view
+                x = pad_to_multiple(frames.to(self.device, non_blocking=True).float().div_(255.0), self.multiple)
+                if self.device.type == "cpu":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                feats = self.net.features(x)
             for i, frame in enumerate(task.new):
                 frame.pixels = x[i:i + 1]
                 frame.features = FrameFeatures(*(t[i:i + 1] for t in feats))
@@ -190,7 +218,8 @@ class TemporalDerainer:
             for frame in task.new:
                 frame.ready.set()
 
-    def _fuse(self, outputs: list[tuple[object, list[_Frame]]], size: tuple[int, int]) -> list:
+    def _fuse(self, outputs: list[tuple[object, list[_Frame]]], size: tuple[int, int],
+              yuv: YuvMatrix | None) -> list:
         # The centres first (each output's own frame, all different), then the other neighbours:
         # the fusion reads the pixels and half-resolution features of the centres only, so only
         # theirs are gathered.
@@ -208,10 +237,18 @@ class TemporalDerainer:
         feats = FrameFeatures(torch.cat([f.features.half for f in centres]), *gathered)
         pixels = torch.cat([f.pixels for f in centres])
         windows = [[order[id(frame)] for frame in slots] for _, slots in outputs]
+        if yuv is not None:
+            out_u8 = i420_from_codes(self._yuv420_module(yuv).fuse_windows(pixels, feats, windows)).numpy()
+            return [(tag, out_u8[i]) for i, (tag, _) in enumerate(outputs)]
         out = self.net.fuse_windows(pixels, feats, windows)[..., :size[0], :size[1]]
         out_u8 = out.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
         out_u8 = out_u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         return [(tag, out_u8[i]) for i, (tag, _) in enumerate(outputs)]
+
+
+def _picture_size(shape: tuple[int, ...], yuv: YuvMatrix | None) -> tuple[int, int]:
+    """(H, W) of one frame of the batch: RGB (H, W, 3), or I420 (H * 3 // 2, W)."""
+    return (shape[0] * 2 // 3, shape[1]) if yuv is not None else (shape[0], shape[1])
 
 
 class FrameStream:
@@ -243,10 +280,14 @@ class FrameStream:
         self._boundaries.reset()
 
     def submit(self, rgb_u8_bhwc: np.ndarray, *, tags: Sequence[object] | None = None,
-               times_s: Sequence[float | None] | None = None, discontinuous: Sequence[bool] | None = None):
+               times_s: Sequence[float | None] | None = None, discontinuous: Sequence[bool] | None = None,
+               yuv: YuvMatrix | None = None):
         """``tags``: what each output is returned with (default: its position in the stream);
         ``times_s``: each frame's timestamp, for the pts-gap test; ``discontinuous``: frames the
-        source knows start a new shot (a reconnect)."""
+        source knows start a new shot (a reconnect); ``yuv``: the batch is I420 pictures in that
+        matrix and range (``TemporalDerainer.accepts_yuv420``)."""
+        if yuv is not None:
+            self.derainer._yuv420_module(yuv)  # built here, on one thread, before any worker uses it
         count = len(rgb_u8_bhwc)
         for name, values in (("tags", tags), ("times_s", times_s), ("discontinuous", discontinuous)):
             if values is not None and len(values) != count:
@@ -256,12 +297,12 @@ class FrameStream:
         for i in range(count):
             reason = self._boundaries.starts_shot(
                 rgb_u8_bhwc[i], times_s[i] if times_s is not None else None,
-                discontinuous=bool(discontinuous[i]) if discontinuous is not None else False)
+                discontinuous=bool(discontinuous[i]) if discontinuous is not None else False, yuv=yuv)
             if reason is not None:
                 log.debug("frame %d starts shot %d: %s", self._next, self.shots + 1, reason)
                 self.shots += 1
                 outputs += self._end_shot()
-            frame = _Frame(rgb_u8_bhwc.shape[1:3])
+            frame = _Frame(_picture_size(rgb_u8_bhwc.shape[1:], yuv), yuv)
             new.append(frame)
             self._shot.append(frame)
             self._pending.append((tags[i] if tags is not None else self._next, self._next))
@@ -269,7 +310,7 @@ class FrameStream:
             outputs += self._ready()
         self._forget_unneeded()
         self._in_flight += 1
-        return self.derainer._start(_Task(rgb_u8_bhwc if count else None, new, outputs), inline=self.inline)
+        return self.derainer._start(_Task(rgb_u8_bhwc if count else None, yuv, new, outputs), inline=self.inline)
 
     def collect(self, handle) -> list[tuple[object, np.ndarray]]:
         self._in_flight -= 1
@@ -284,7 +325,7 @@ class FrameStream:
         self._boundaries.reset()
         if not outputs:
             return []
-        return self.derainer._start(_Task(None, [], outputs), inline=True)
+        return self.derainer._start(_Task(None, None, [], outputs), inline=True)
 
     # -- the window ---------------------------------------------------------------------------
 
