@@ -28,6 +28,7 @@ from streamrain.runtime.cuts import ShotBoundaries, luma_thumbnail, scene_change
 from streamrain.runtime.temporal import FrameStream, TemporalDerainer
 from streamrain.runtime.wrapper import DerainModule
 from streamrain.weights import save_weights
+from streamrain.zoo import DEFAULT_VIDEO_MODEL
 
 SMALL = dict(half_channels=8, quarter_channels=16, key_channels=8, value_channels=8, flow_channels=8)
 
@@ -476,7 +477,7 @@ def test_file_job_gives_the_video_default_4_2_0_as_decoded_and_agrees_with_the_r
         layouts.clear()
         out = tmp_path / f"out-{yuv420}.mp4"
         stats = derain_file(str(src), out, options=RunOptions(yuv420=yuv420, batch=4))
-        assert stats.frames_out == 9 and stats.model == "trnet-v2"
+        assert stats.frames_out == 9 and stats.model == DEFAULT_VIDEO_MODEL
         assert set(layouts) == {"yuv420" if yuv420 else "rgb"}
         results[yuv420] = probe(out)
     a, b = results[True]["video"], results[False]["video"]
