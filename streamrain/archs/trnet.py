@@ -37,9 +37,11 @@ Cost with the default arguments, per output frame with the per-frame features co
 (``streamrain.modelinfo.cost``): 10.5 GMAC per megapixel (SRNet-v3: 9.65), plus four ``grid_sample``
 of 24 channels at quarter resolution, which the counter leaves out; without the learned flow 10.1,
 plus four translations. Why values of 24 channels rather than the 48 features: moving them costs
-per channel. Measured at 640x360 end to end on a 2-core AVX-512/bf16 CPU in bf16 (``streamrain
-bench``, 2026-12-04): trnet-v1 36-42 fps, trnet-v2 40-47 (median 44), srnet-v3 67-71 (SRNet has a
-4:2:0 path; TRNet's frames go through RGB).
+per channel. ``TRNet.yuv420_form`` (``Yuv420TRNet``) takes decoded 4:2:0 pictures as they are, as
+SRNet's does: the network starts and ends in space-to-depth form, at the chroma planes' resolution,
+so the colour conversions fold into its head and tail. Measured at 640x360 end to end on a 2-core
+AVX-512/bf16 CPU in bf16 (``streamrain bench``, one session, 2026-12-04): trnet-v3 (as trnet-v2)
+55-57 fps as decoded, 46-47 through RGB (``--rgb``), causal 58-59; trnet-v1 47; srnet-v3 71-73.
 
 Tensor contract: frames float32 RGB ``(N, 3, H, W)`` in [0, 1], H and W multiples of 4. Windows are
 rows of ``past + 1 + future`` indices into the N frames, the centre (frame t) at position ``past``.
