@@ -57,7 +57,8 @@ def is_temporal(module: torch.nn.Module) -> bool:
 
 
 class _Frame:
-    """One input frame: its padded float tensor and features once its batch has computed them."""
+    """One input frame: its pixels as the network takes them and its features, once its batch has
+    computed them."""
 
     __slots__ = ("size", "yuv", "pixels", "features", "ready", "error")
 
