@@ -71,6 +71,9 @@ def test_recipe_unknown_key_is_named(tmp_path):
     path.write_text('name = "x"\narch = "srnet"\n[data]\nclean_dirs = []\nbatchsize = 3\n')
     with pytest.raises(RecipeError, match="unknown key\\(s\\) \\['batchsize'\\]"):
         load_recipe(path)
+    path.write_text('name = "x"\narch = "srnet"\n[data]\nclean_dirs = ["."]\n[train]\nzero_after_init = ["tail"]\n')
+    with pytest.raises(RecipeError, match="zero_after_init needs init_from"):
+        load_recipe(path)
 
 
 @pytest.fixture
@@ -182,6 +185,13 @@ def test_fine_tuning_starts_from_shipped_weights(tiny_recipe, tmp_path):
     for a, b in zip(trainer.model.state_dict().values(), build_from_weights(weights).state_dict().values()):
         assert torch.equal(a, b)
     assert trainer.step == 0  # new optimiser and schedule; only the weights carry over
+    # A part named in zero_after_init starts at zero, the rest as the weights were.
+    silent = replace(tuned, train=replace(tuned.train, zero_after_init=("tail",)))
+    model = Trainer(silent, tmp_path / "silent").model
+    assert not model.tail.weight.any() and not model.tail.bias.any()
+    assert torch.equal(model.head.weight, build_from_weights(weights).head.weight)
+    with pytest.raises(ValueError, match="zero_after_init: srnet has no parameter 'tale'"):
+        Trainer(replace(tuned, train=replace(tuned.train, zero_after_init=("tale",))), tmp_path / "typo")
     # Another SRNet's weights are adopted where they fit (a deep stage added starts at zero) ...
     deeper = replace(tuned, arch_args={**tuned.arch_args, "deep_channels": 8, "deep_blocks": 1})
     adopted = Trainer(deeper, tmp_path / "deeper").model

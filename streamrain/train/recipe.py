@@ -57,6 +57,9 @@ class TrainSection:
     bf16: bool = True
     threads: int = 0  # 0: torch's default
     init_from: Path | None = None  # weights (.safetensors) to start from: fine-tuning a shipped model
+    # Parameters (names or module prefixes, e.g. "flow2") zeroed after ``init_from``: a part the
+    # start left unused or trained for another job begins by contributing nothing.
+    zero_after_init: tuple[str, ...] = ()
     # Temporal models: the share of batches trained in causal mode (no look-ahead, as live sources
     # run), so that one checkpoint serves offline and live use.
     causal_fraction: float = 0.0
@@ -125,6 +128,8 @@ def load_recipe(path: Path) -> Recipe:
     if unknown_loss:
         raise RecipeError(f"{path}: unknown loss term(s) {unknown_loss}; allowed: {sorted(allowed_loss)}"
                           + ("" if data_section.frames else f" ({', '.join(clip_terms)}: clip recipes only)"))
+    if train.get("zero_after_init") and "init_from" not in train:
+        raise RecipeError(f"{path}: [train] zero_after_init needs init_from (it zeroes parts of those weights)")
     try:
         rain = rain_from_dict(raw.get("rain", {}))
     except ValueError as exc:

@@ -14,6 +14,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -208,7 +209,18 @@ class Trainer:
         else:
             raise ValueError(f"{path} holds {meta.get('arch')} {meta.get('arch_args')}, "
                              f"not the recipe's {self.recipe.arch} {self.recipe.arch_args}")
+        self._zero_parameters(self.recipe.train.zero_after_init)
         log.info("starting from the weights in %s", path)
+
+    def _zero_parameters(self, names: Sequence[str]) -> None:
+        params = dict(self.model.named_parameters())
+        for name in names:
+            chosen = [k for k in params if k == name or k.startswith(name + ".")]
+            if not chosen:
+                raise ValueError(f"[train] zero_after_init: {self.recipe.arch} has no parameter {name!r}")
+            with torch.no_grad():
+                for k in chosen:
+                    params[k].zero_()
 
     def save_checkpoint(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
