@@ -177,12 +177,46 @@ def test_without_the_learned_flow_a_network_aligns_by_the_global_shift_alone():
                               without.forward_clips(clip)[0], atol=1e-5)
 
 
+def test_luma_residuals_are_the_rain_where_the_scene_is_aligned():
+    big = textured_picture(160, 320)
+    clip = torch.stack([big[:, 16:144, 100 - 8 * t:260 - 8 * t] for t in range(5)])  # 8 px a frame
+    rainy = clip.clone()
+    rainy[2, :, 20:80, 60:62] += 0.3  # a streak on frame 2 only
+    net = TRNet(**SMALL, global_alignment=True, luma_median=True).eval()
+    with torch.inference_mode():
+        feats = net.features(rainy)
+        offline, causal, two_frames = (F.pixel_shuffle(net.luma_residuals(feats, [window(
+            2, first=first, last=4, past=2, future=2, causal=c)], [2]), 2)[0, 0]  # at full resolution
+            for first, c in ((0, False), (0, True), (2, False)))
+        shot_of_one = net.luma_residuals(feats, [[2] * 5], [2])
+    streak = torch.zeros(128, 160, dtype=torch.bool)
+    streak[20:80, 60:62] = True
+    inside = (slice(4, -4), slice(20, -20))  # away from the edges the pan brings in
+    assert torch.allclose(offline[streak], torch.tensor(0.3), atol=0.02)  # the streak, as added
+    assert offline[inside][~streak[inside]].abs().max() < 0.02  # the aligned scene cancels
+    assert torch.allclose(causal[streak], torch.tensor(0.3), atol=0.02)  # from frames 1 and 0 there
+    assert two_frames[streak].mean() > 0.25  # frames 3 and 4 at a shot's first frame
+    assert not shot_of_one.any()  # no other frame: no evidence
+
+
+def test_a_trnet_with_the_luma_path_adopts_one_without_and_starts_as_it():
+    plain = small_trnet(global_alignment=True)
+    grown = TRNet(**SMALL, global_alignment=True, luma_median=True).eval()
+    grown.adopt(plain)
+    clip = torch.from_numpy(moving_clip(5)).permute(0, 3, 1, 2).float()[None] / 255
+    with torch.inference_mode():
+        assert torch.equal(grown.forward_clips(clip), plain.forward_clips(clip))
+    with pytest.raises(ValueError, match="cannot adopt a TRNet of other widths"):
+        TRNet(**{**SMALL, "value_channels": 4}, luma_median=True).adopt(plain)
+
+
 # -- the streaming runtime ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("frames", [1, 2, 7])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("alignment", [{}, {"global_alignment": True},
-                                       {"global_alignment": True, "learned_flow": False}])
+                                       {"global_alignment": True, "learned_flow": False},
+                                       {"global_alignment": True, "luma_median": True}])
 def test_stream_matches_the_clip_whatever_the_batch(frames, causal, alignment):
     net = small_trnet(**alignment)
     clip = moving_clip(frames)
@@ -329,8 +363,9 @@ def test_causal_mode_never_reads_a_frame_after_t(policy):
     assert max_delta(np.stack([f.rgb_u8 for f in sink.frames]), reference(net, clip, causal=True)) <= 1
 
 
-def test_inference_form_is_the_training_form_in_fp32():
-    net = small_trnet()
+@pytest.mark.parametrize("options", [{}, {"global_alignment": True, "luma_median": True}])
+def test_inference_form_is_the_training_form_in_fp32(options):
+    net = small_trnet(**options)
     folded = net.inference_form(torch.float32)
     x = (torch.from_numpy(moving_clip(7)).permute(0, 3, 1, 2).float() / 255).contiguous(
         memory_format=torch.channels_last)
@@ -420,7 +455,8 @@ def panning_i420(frames: int, yuv: YuvMatrix, width: int = 64, height: int = 48)
 
 
 @pytest.mark.parametrize("yuv", [BT601, YuvMatrix(5, True)])
-@pytest.mark.parametrize("alignment", [{"global_alignment": True}, {"global_alignment": True, "learned_flow": False}])
+@pytest.mark.parametrize("alignment", [{"global_alignment": True}, {"global_alignment": True, "learned_flow": False},
+                                       {"global_alignment": True, "luma_median": True}])
 def test_yuv420_form_and_stream_are_the_rgb_round_trip_in_fp32(yuv, alignment):
     torch.manual_seed(0)
     net = TRNet(**SMALL, **alignment).eval()

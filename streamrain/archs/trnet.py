@@ -69,7 +69,10 @@ class FrameFeatures(NamedTuple):
     frame gives its neighbours; ``motion_as_centre`` and ``motion_as_neighbour`` (N, flow_channels,
     H/4, W/4), the two halves of the first motion layer (see ``TRNet.features``); ``spectrum``
     (N, H/8, W/16 + 1) complex, the frame's ``coarse_spectrum`` for the global alignment, or
-    (N, 0) where the network has none."""
+    (N, 0) where the network has none; ``luma``, the frame's luma at full resolution for
+    ``luma_residuals`` held as its 2x2 space-to-depth, (N, 4, H/2, W/2), channel 2i + j the
+    sample at (2y + i, 2x + j) as ``pixel_unshuffle`` orders them and the 4:2:0 codes hold Y'
+    (``Yuv420TRNet`` keeps those codes), or (N, 0) where the network has no ``luma_median``."""
 
     half: torch.Tensor
     quarter: torch.Tensor
@@ -77,6 +80,7 @@ class FrameFeatures(NamedTuple):
     motion_as_centre: torch.Tensor
     motion_as_neighbour: torch.Tensor
     spectrum: torch.Tensor
+    luma: torch.Tensor
 
     def select(self, index: Sequence[int]) -> "FrameFeatures":
         return FrameFeatures(*(rows(t, index) for t in self))
@@ -177,6 +181,35 @@ def translate(value: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return out[0] if len(out) == 1 else torch.cat(out)
 
 
+def luma_of(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H, W) BT.601 luma, in ``x``'s dtype."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+
+def moved_by_whole_pixels(planes: torch.Tensor, sx: int, sy: int) -> torch.Tensor:
+    """A picture held as its 2x2 space-to-depth, (1, 4, h, w), sampled at every position plus
+    (sx, sy) whole full-resolution pixels: a copy, no interpolation to blur fine texture. An odd
+    shift moves each sample into the other phase of its block, so output plane (i, j) is input
+    plane ((i + sy) mod 2, (j + sx) mod 2) moved by ((j + sx) // 2, (i + sy) // 2) half-resolution
+    pixels; edges are extended plane by plane (within a row or column of the picture's edge)."""
+    height, width = planes.shape[-2:]
+    sx, sy = min(max(sx, -2 * width), 2 * width), min(max(sy, -2 * height), 2 * height)
+    left, right = max(0, -(sx // 2)), max(0, (sx + 1) // 2)
+    top, bottom = max(0, -(sy // 2)), max(0, (sy + 1) // 2)
+    padded = F.pad(planes, (left, right, top, bottom), mode="replicate")
+    out = []
+    for i in (0, 1):
+        for j in (0, 1):
+            y0, x0 = top + (i + sy) // 2, left + (j + sx) // 2
+            plane = 2 * ((i + sy) % 2) + (j + sx) % 2
+            out.append(padded[:, plane:plane + 1, y0:y0 + height, x0:x0 + width])
+    return torch.cat(out, 1)
+
+
+def median_of_three(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
+
+
 def window(t: int, *, first: int, last: int, past: int, future: int, causal: bool = False) -> list[int]:
     """Frame indices of t's window, ``past + 1 + future`` of them: neighbours outside the shot
     [first, last] replaced by its edge frame, and in causal mode every future one by t itself."""
@@ -225,6 +258,42 @@ class _Alignment(nn.Module):
             for s, n in enumerate(w):
                 out[m:m + 1, s * channels:(s + 1) * channels] = aligned.get((m, s), value[n:n + 1])
         return out
+
+    def luma_residuals(self, feats: FrameFeatures, windows: Sequence[Sequence[int]],
+                       centre: list[int]) -> torch.Tensor:
+        """(M, 4, H/2, W/2), held as ``FrameFeatures.luma``: each centre frame's luma less the
+        median of it and the luma of the two other frames of its window nearest in time, each
+        moved onto the centre by the global shift rounded to whole full-resolution pixels. Rain brightens a pixel on one frame and
+        has moved on by the next, so where the scene is aligned this is the rain, at full
+        resolution; where it is not (parallax, motion the translation misses) it is edges, which
+        the network learns to tell apart. A window with fewer than two other frames (the first
+        frames of a 1- or 2-frame shot) gets zero: the median is the centre itself."""
+        luma = feats.luma
+        others = [self._nearest_two(w, t) for w, t in zip(windows, centre)]
+        pairs = [(t, n) for t, two in zip(centre, others) if len(two) == 2 for n in two]
+        if not pairs or luma.is_meta:  # (the MAC counter's dry run: nothing to move)
+            return luma.new_zeros(len(windows), *luma.shape[1:])
+        shifts = self.global_shifts(feats, [t for t, _ in pairs], [n for _, n in pairs])
+        whole = iter((4.0 * shifts).round().to(torch.int64).tolist())  # quarter- to full-res pixels
+        out = []
+        for t, two in zip(centre, others):
+            own = luma[t:t + 1]
+            if len(two) < 2:
+                out.append(torch.zeros_like(own))
+                continue
+            a, b = (moved_by_whole_pixels(luma[n:n + 1], *next(whole)) for n in two)
+            out.append(own - median_of_three(own, a, b))
+        return torch.cat(out)
+
+    def _nearest_two(self, w: Sequence[int], t: int) -> list[int]:
+        """The two frames of window ``w`` nearest to its centre ``t`` in time, other than t
+        (t - 1 and t + 1 offline, t - 1 and t - 2 in causal mode); fewer where it has fewer."""
+        chosen: list[int] = []
+        for k in range(1, max(self.past, self.future) + 1):
+            for slot in (self.past - k, self.past + k):
+                if 0 <= slot < len(w) and w[slot] != t and w[slot] not in chosen and len(chosen) < 2:
+                    chosen.append(w[slot])
+        return chosen
 
     def offsets(self, feats: FrameFeatures, centres: list[int], neighbours: list[int]) -> torch.Tensor:
         """(P, 2, H/4, W/4) float32: where each position of centre frame t is on neighbour n, in
@@ -278,17 +347,18 @@ class TRNet(_Alignment):
     pad_multiple = 4
     clamps_output = True
     temporal = True  # the runtime keeps a window of per-frame features (streamrain.runtime.temporal)
-    adopts = ("srnet",)  # weights it can start from (``adopt``)
+    adopts = ("srnet", "trnet")  # weights it can start from (``adopt``)
 
     def __init__(self, *, half_channels: int = 24, quarter_channels: int = 48, key_channels: int = 16,
                  value_channels: int = 24, flow_channels: int = 16, feat_blocks: int = 1,
                  fuse_blocks: int = 2, past: int = 2, future: int = 2, global_alignment: bool = False,
-                 learned_flow: bool = True):
+                 learned_flow: bool = True, luma_median: bool = False):
         super().__init__()
         if past < 0 or future < 0:
             raise ValueError(f"past and future must be >= 0; got past={past}, future={future}")
         self.past, self.future = past, future
         self.global_alignment, self.learned_flow = bool(global_alignment), bool(learned_flow)
+        self.luma_median = bool(luma_median)
         self.head = nn.Conv2d(12, half_channels, 3, padding=1)
         self.down = nn.Conv2d(4 * half_channels, quarter_channels, 1)
         self.feat_body = nn.Sequential(*[_ResBlock(quarter_channels) for _ in range(feat_blocks)])
@@ -302,6 +372,14 @@ class TRNet(_Alignment):
         self.fuse_body = nn.Sequential(*[_ResBlock(quarter_channels) for _ in range(fuse_blocks)])
         self.up = nn.Conv2d(quarter_channels, 4 * half_channels, 1)
         self.tail = nn.Conv2d(half_channels, 12, 3, padding=1)
+        if self.luma_median:
+            # ``luma_residuals`` (held at half resolution) into the fusion's input (a 2x2 stride-2
+            # convolution to quarter resolution) and into the tail's input (3x3): both start at zero.
+            self.residual_quarter = nn.Conv2d(4, quarter_channels, 2, stride=2)
+            self.residual_half = nn.Conv2d(4, half_channels, 3, padding=1)
+            for conv in (self.residual_quarter, self.residual_half):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
         self._grids: dict[tuple, torch.Tensor] = {}
 
     # -- the ARCHS contract and training --------------------------------------------------------
@@ -347,7 +425,13 @@ class TRNet(_Alignment):
         """Start from an SRNet of the same widths with ``feat_blocks + fuse_blocks`` blocks: its
         head, down, up and tail, its first blocks as the per-frame ones and the rest after the
         fusion. The fusion's 1x1 convolution is zeroed, so the network computes exactly the
-        SRNet's output on every frame until training teaches it to use the neighbours."""
+        SRNet's output on every frame until training teaches it to use the neighbours.
+
+        Or from a TRNet without the ``luma_median`` path: every tensor it has, the path's
+        convolutions at zero, so the network computes exactly that TRNet's output."""
+        if isinstance(srnet, TRNet):
+            self._adopt_trnet(srnet)
+            return
         blocks = list(self.feat_body) + list(self.fuse_body)
         if getattr(srnet, "deep_blocks", 0):
             raise ValueError("cannot adopt an SRNet with a deep stage: TRNet has none")
@@ -363,6 +447,15 @@ class TRNet(_Alignment):
                 mine.load_state_dict(theirs.state_dict())
             self.fuse.weight.zero_()
             self.fuse.bias.zero_()
+
+    def _adopt_trnet(self, other: "TRNet") -> None:
+        mine, theirs = self.state_dict(), other.state_dict()
+        new = {k for k in mine if k.startswith(("residual_quarter.", "residual_half."))}
+        if set(theirs) - set(mine) or set(mine) - set(theirs) - new or \
+                any(theirs[k].shape != mine[k].shape for k in theirs):
+            raise ValueError("cannot adopt a TRNet of other widths or window: only one without the "
+                             "luma_median path that is otherwise this one")
+        self.load_state_dict(theirs, strict=False)
 
     # -- the two parts the streaming runtime calls ----------------------------------------------
 
@@ -384,7 +477,8 @@ class TRNet(_Alignment):
         else:  # the motion layers' weights are kept (loadable either way) but never run
             as_centre = as_neighbour = quarter.new_zeros(len(x), 0)
         spectrum = coarse_spectrum(x) if self.global_alignment else x.new_zeros(len(x), 0, dtype=torch.complex64)
-        return FrameFeatures(half, quarter, self.value(quarter), as_centre, as_neighbour, spectrum)
+        luma = F.pixel_unshuffle(luma_of(x), 2) if self.luma_median else x.new_zeros(len(x), 0)
+        return FrameFeatures(half, quarter, self.value(quarter), as_centre, as_neighbour, spectrum, luma)
 
     def fuse_windows(self, frames: torch.Tensor, feats: FrameFeatures,
                      windows: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -393,9 +487,14 @@ class TRNet(_Alignment):
         read at the centres only (a caller may pass just those rows if the centres are 0..M-1)."""
         centre = [w[self.past] for w in windows]
         values = self._aligned_values(feats, windows, centre)
-        quarter = self.fuse_body(rows(feats.quarter, centre) + self.fuse(values))
-        half = F.relu(rows(feats.half, centre) + F.pixel_shuffle(self.up(quarter), 2))
-        rain = F.pixel_shuffle(self.tail(half), 2)
+        quarter = rows(feats.quarter, centre) + self.fuse(values)
+        if self.luma_median:
+            residuals = self.luma_residuals(feats, windows, centre)
+            quarter = quarter + self.residual_quarter(residuals)
+        half = rows(feats.half, centre) + F.pixel_shuffle(self.up(self.fuse_body(quarter)), 2)
+        if self.luma_median:
+            half = half + self.residual_half(residuals)
+        rain = F.pixel_shuffle(self.tail(F.relu(half)), 2)
         return (rows(frames, centre) - rain).clamp(0.0, 1.0)
 
     def flow(self, motion_t: torch.Tensor, motion_n: torch.Tensor) -> torch.Tensor:
@@ -425,6 +524,7 @@ class FoldedTRNet(_Alignment):
         super().__init__()
         self.dtype, self.past, self.future = dtype, net.past, net.future
         self.global_alignment, self.learned_flow = net.global_alignment, net.learned_flow
+        self.luma_median = net.luma_median
         conv = lambda c, **kw: FrozenConv(c.weight, c.bias, dtype, **kw)  # noqa: E731
         self.head = FrozenConv(_fold_space_to_depth(net.head.weight), net.head.bias, dtype, stride=2, padding=2)
         self.down = FrozenConv(_fold_space_to_depth(net.down.weight), net.down.bias, dtype, stride=2)
@@ -446,22 +546,27 @@ class FoldedTRNet(_Alignment):
         self.register_buffer("up_bias_taps", net.up.bias.detach().reshape(half_channels, 2, 2).to(dtype),
                              persistent=False)
         self.tail = conv(net.tail, padding=1)
+        if self.luma_median:
+            self.residual_quarter = conv(net.residual_quarter, stride=2)
+            self.residual_half = conv(net.residual_half, padding=1)
         self._grids: dict[tuple, torch.Tensor] = {}
         self._up_bias_pictures: dict[tuple, torch.Tensor] = {}
 
     def features(self, x: torch.Tensor) -> FrameFeatures:
         spectrum = coarse_spectrum(x) if self.global_alignment else x.new_zeros(len(x), 0, dtype=torch.complex64)
-        return self._features(self.head(x.to(self.dtype), relu=True), spectrum)
+        luma = (F.pixel_unshuffle(luma_of(x), 2).to(self.dtype) if self.luma_median
+                else x.new_zeros(len(x), 0))
+        return self._features(self.head(x.to(self.dtype), relu=True), spectrum, luma)
 
-    def _features(self, half: torch.Tensor, spectrum: torch.Tensor) -> FrameFeatures:
+    def _features(self, half: torch.Tensor, spectrum: torch.Tensor, luma: torch.Tensor) -> FrameFeatures:
         """Everything after the head (the part both input forms share)."""
         quarter = _frozen_residual_blocks(self.feat_body, self.down(half, relu=True))
         if not self.learned_flow:
             no_motion = quarter.new_zeros(len(half), 0)
-            return FrameFeatures(half, quarter, self.value(quarter), no_motion, no_motion, spectrum)
+            return FrameFeatures(half, quarter, self.value(quarter), no_motion, no_motion, spectrum, luma)
         key = self.key(quarter)
         return FrameFeatures(half, quarter, self.value(quarter), self.motion_as_centre(key),
-                             self.motion_as_neighbour(key), spectrum)
+                             self.motion_as_neighbour(key), spectrum, luma)
 
     def flow(self, motion_t: torch.Tensor, motion_n: torch.Tensor) -> torch.Tensor:
         return self.flow2(torch.add(motion_t, motion_n).relu_()).float()
@@ -486,9 +591,15 @@ class FoldedTRNet(_Alignment):
             parts = [aligned.get((m, s), value[w[s]:w[s] + 1]) for m, w in enumerate(windows)]
             slot = torch.cat(parts).contiguous(memory_format=torch.channels_last)
             quarter = conv(slot) if quarter is None else conv.add_to_(quarter, slot)
+        if self.luma_median:
+            residuals = self.luma_residuals(feats, windows, centre).contiguous(memory_format=torch.channels_last)
+            self.residual_quarter.add_to_(quarter, residuals)
         quarter = _frozen_residual_blocks(self.fuse_body, quarter.add_(rows(feats.quarter, centre)))
         half = F.conv_transpose2d(quarter, self.up_w, stride=2)
-        return half.add_(rows(feats.half, centre)).add_(self._up_bias_picture(*half.shape[2:])).relu_()
+        half = half.add_(rows(feats.half, centre)).add_(self._up_bias_picture(*half.shape[2:]))
+        if self.luma_median:
+            self.residual_half.add_to_(half, residuals)
+        return half.relu_()
 
     def _up_bias_picture(self, height: int, width: int) -> torch.Tensor:
         picture = self._up_bias_pictures.get((height, width))
@@ -519,6 +630,12 @@ class Yuv420TRNet(FoldedTRNet):
         self.register_buffer("offset_codes", offset_codes, persistent=False)
         self.head = FrozenConv(head, head_bias, dtype)
         self.tail = FrozenConv(tail, tail_bias, dtype, padding=1)
+        if self.luma_median:  # the residuals come in Y' code units: scale the weights back
+            luma_scale = 255.0 if yuv.full_range else 219.0
+            self.residual_quarter = FrozenConv(net.residual_quarter.weight / luma_scale,
+                                               net.residual_quarter.bias, dtype, stride=2)
+            self.residual_half = FrozenConv(net.residual_half.weight / luma_scale, net.residual_half.bias,
+                                            dtype, padding=1)
 
     def codes(self, i420_u8: torch.Tensor) -> torch.Tensor:
         """uint8 I420 (N, H * 3 // 2, W), H and W multiples of 4 -> the bordered codes, a
@@ -529,7 +646,9 @@ class Yuv420TRNet(FoldedTRNet):
         codes = bordered[..., 1:-1, 1:-1]
         spectrum = (coarse_spectrum_of_codes(codes) if self.global_alignment
                     else codes.new_zeros(len(codes), 0, dtype=torch.complex64))
-        return self._features(self.head(bordered.to(self.dtype), relu=True), spectrum)
+        # Y' is the codes' first four channels (whole numbers: exact in bf16 too).
+        luma = codes[:, :4].to(self.dtype).contiguous() if self.luma_median else codes.new_zeros(len(codes), 0)
+        return self._features(self.head(bordered.to(self.dtype), relu=True), spectrum, luma)
 
     def fuse_windows(self, codes: torch.Tensor, feats: FrameFeatures,
                      windows: Sequence[Sequence[int]]) -> torch.Tensor:
