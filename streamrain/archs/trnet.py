@@ -27,6 +27,20 @@ Three parts, all at quarter resolution after SRNet's 2x2 space-to-depth head:
    frame t's own quarter-resolution features, ``fuse_blocks`` residual blocks, SRNet's up and tail
    with frame t's half-resolution skip: the rain layer, subtracted from frame t.
 
+With ``luma_median`` (trnet-v5), the fusion also gets each frame's **luma residual** at full
+detail (``luma_residuals``): frame t's luma less the median of it and the luma of its two nearest
+other frames, each moved onto t by the global shift rounded to whole pixels (a copy: no
+interpolation to blur texture). Why: the values give the fusion 24 numbers per 4x4 block of a
+neighbour, too coarse for streaks a pixel or two wide, while rain brightens a pixel on one frame
+and has moved on by the next: where the scene is aligned, the residual is the rain itself.
+Measured before any training on NTURain a1 (a hand-set threshold on it, for orientation only):
+taking the median where the residual exceeds 0.02 gives 33.75 dB PSNR-Y (34.12 with the shift's
+fraction, 32.55 with shifts rounded to even pixels) against trnet-v3's 32.75. Two convolutions
+take the residual in, one into the fusion's input and one into the tail's, both starting at
+zero, so a TRNet without them is adopted exactly (``adopt``). Trained (trnet-v5, 10,000 steps
+from trnet-v3): NTURain a1 through the product 33.45 dB / temporal error 3.82 (trnet-v3 32.75 /
+4.04). Cost: +0.26 GMAC per megapixel and ~7 % of the end-to-end speed (51 fps against 55).
+
 Window edges are replicated: at the first frame of a shot, slot t-1 holds frame t itself, and so on.
 A slot that holds frame t itself takes t's value unaligned (no offset to estimate), so edges and
 causal mode cost less. **Causal mode** is the same weights with every future slot holding frame t,
@@ -40,8 +54,8 @@ plus four translations. Why values of 24 channels rather than the 48 features: m
 per channel. ``TRNet.yuv420_form`` (``Yuv420TRNet``) takes decoded 4:2:0 pictures as they are, as
 SRNet's does: the network starts and ends in space-to-depth form, at the chroma planes' resolution,
 so the colour conversions fold into its head and tail. Measured at 640x360 end to end on a 2-core
-AVX-512/bf16 CPU in bf16 (``streamrain bench``, one session, 2026-12-04): trnet-v3 (as trnet-v2)
-55-56 fps as decoded, 46-47 through RGB (``--rgb``), causal 58-59; trnet-v1 47; srnet-v3 71-73.
+AVX-512/bf16 CPU in bf16 (``streamrain bench``, one session, 2026-12-04): trnet-v5 51 fps as decoded,
+43 through RGB, causal 56; trnet-v3 (as trnet-v2) 55-56 fps as decoded, 46-47 through RGB (``--rgb``), causal 58-59; trnet-v1 47; srnet-v3 71-73.
 
 Tensor contract: frames float32 RGB ``(N, 3, H, W)`` in [0, 1], H and W multiples of 4. Windows are
 rows of ``past + 1 + future`` indices into the N frames, the centre (frame t) at position ``past``.
@@ -214,6 +228,12 @@ def window(t: int, *, first: int, last: int, past: int, future: int, causal: boo
     """Frame indices of t's window, ``past + 1 + future`` of them: neighbours outside the shot
     [first, last] replaced by its edge frame, and in causal mode every future one by t itself."""
     return [t if causal and d > 0 else min(max(t + d, first), last) for d in range(-past, future + 1)]
+
+
+# The luma residuals are small numbers (a streak 0.05-0.3) entering convolutions that start at
+# zero: scaled up, Adam's steps (a fixed size per weight) grow their effect ~8x faster. Folded
+# into the weights of the inference forms.
+RESIDUAL_GAIN = 8.0
 
 
 class _Alignment(nn.Module):
@@ -489,7 +509,7 @@ class TRNet(_Alignment):
         values = self._aligned_values(feats, windows, centre)
         quarter = rows(feats.quarter, centre) + self.fuse(values)
         if self.luma_median:
-            residuals = self.luma_residuals(feats, windows, centre)
+            residuals = self.luma_residuals(feats, windows, centre) * RESIDUAL_GAIN
             quarter = quarter + self.residual_quarter(residuals)
         half = rows(feats.half, centre) + F.pixel_shuffle(self.up(self.fuse_body(quarter)), 2)
         if self.luma_median:
@@ -547,8 +567,10 @@ class FoldedTRNet(_Alignment):
                              persistent=False)
         self.tail = conv(net.tail, padding=1)
         if self.luma_median:
-            self.residual_quarter = conv(net.residual_quarter, stride=2)
-            self.residual_half = conv(net.residual_half, padding=1)
+            self.residual_quarter = FrozenConv(net.residual_quarter.weight * RESIDUAL_GAIN,
+                                               net.residual_quarter.bias, dtype, stride=2)
+            self.residual_half = FrozenConv(net.residual_half.weight * RESIDUAL_GAIN, net.residual_half.bias,
+                                            dtype, padding=1)
         self._grids: dict[tuple, torch.Tensor] = {}
         self._up_bias_pictures: dict[tuple, torch.Tensor] = {}
 
@@ -631,10 +653,10 @@ class Yuv420TRNet(FoldedTRNet):
         self.head = FrozenConv(head, head_bias, dtype)
         self.tail = FrozenConv(tail, tail_bias, dtype, padding=1)
         if self.luma_median:  # the residuals come in Y' code units: scale the weights back
-            luma_scale = 255.0 if yuv.full_range else 219.0
-            self.residual_quarter = FrozenConv(net.residual_quarter.weight / luma_scale,
+            gain = RESIDUAL_GAIN / (255.0 if yuv.full_range else 219.0)
+            self.residual_quarter = FrozenConv(net.residual_quarter.weight * gain,
                                                net.residual_quarter.bias, dtype, stride=2)
-            self.residual_half = FrozenConv(net.residual_half.weight / luma_scale, net.residual_half.bias,
+            self.residual_half = FrozenConv(net.residual_half.weight * gain, net.residual_half.bias,
                                             dtype, padding=1)
 
     def codes(self, i420_u8: torch.Tensor) -> torch.Tensor:
