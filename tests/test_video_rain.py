@@ -40,6 +40,12 @@ def test_streaks_persist_and_fall_faster_when_longer():
     assert 10 <= fall_short <= 20 and 30 <= fall_long <= 60
 
 
+def test_a_short_shutter_makes_streaks_jump_further_between_frames():
+    fast = RainParams(**ONE_WAY, density=(0.004, 0.004), length_px=(6.0, 6.0), fall_per_length=(6.0, 8.0))
+    fall, match = _fall_per_frame(sliding_layer(2, 96, 96, fast, _gen(), 0.0))
+    assert match > 0.9 and 36 <= fall <= 48  # 6-8 streak lengths of 6 px
+
+
 def test_veil_and_lens_drops_stay_put_while_streaks_move():
     still = torch.rand(1, 3, 64, 64, generator=_gen(1)).expand(4, -1, -1, -1)
     static = RainParams(density=(0.0, 0.0), layers=(1, 1), veil=(0.3, 0.3), veil_probability=1.0,

@@ -47,6 +47,10 @@ class RainParams:
     width_sigma_px: Range = (0.3, 1.0)
     brightness: Range = (0.3, 1.0)
     direction_jitter_deg: float = 5.0  # how far a second layer's direction strays from the first's
+    # In clips (``video_rain``): how many streak lengths a drop falls from one frame to the next,
+    # 1 / (frame rate x exposure): 1-2 for a 1/30 s frame with the shutter open 1/60-1/30 s; a
+    # daylight shutter (1/250 s and shorter) draws short streaks that jump 8 lengths and more.
+    fall_per_length: Range = (1.0, 2.0)
     multi_direction_probability: float = 0.0  # each layer falls its own way (Rain100H)...
     multi_direction_spread_deg: float = 40.0  # ...within this many degrees of the sample's direction
     # How streaks meet the scene.

@@ -27,9 +27,6 @@ from streamrain.train.synth import (
     _streak_ranges,
 )
 
-# A drop falls 1 / exposure streak lengths per frame: a 1/30 s frame with the shutter open 1/60..1/30 s.
-_FALL_PER_LENGTH = (1.0, 2.0)
-
 
 def sliding_layer(frames: int, height: int, width: int, params: RainParams, gen: torch.Generator,
                   angle_rad: float, *, near: bool = False) -> torch.Tensor:
@@ -37,7 +34,7 @@ def sliding_layer(frames: int, height: int, width: int, params: RainParams, gen:
     density_r, length_r, width_r, bright_r = _streak_ranges(params, near)
     side = canvas_side(height, width)
     length = float(uniform(1, length_r, gen))
-    speed = length * float(uniform(1, _FALL_PER_LENGTH, gen))  # px per frame along the fall
+    speed = length * float(uniform(1, params.fall_per_length, gen))  # px per frame along the fall
     travel = int(math.ceil(speed * (frames - 1)))
     rows = side + travel
     # Density drifts slowly: a gentle wave along the field, which enters the frame row by row.
