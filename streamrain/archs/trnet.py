@@ -57,8 +57,9 @@ plus four translations. Why values of 24 channels rather than the 48 features: m
 per channel. ``TRNet.yuv420_form`` (``Yuv420TRNet``) takes decoded 4:2:0 pictures as they are, as
 SRNet's does: the network starts and ends in space-to-depth form, at the chroma planes' resolution,
 so the colour conversions fold into its head and tail. Measured at 640x360 end to end on a 2-core
-AVX-512/bf16 CPU in bf16 (``streamrain bench``, one session, 2026-12-04): trnet-v5 51 fps as decoded,
-43 through RGB, causal 56; trnet-v3 (as trnet-v2) 55-56 fps as decoded, 46-47 through RGB (``--rgb``), causal 58-59; trnet-v1 47; srnet-v3 71-73.
+AVX-512/bf16 CPU in bf16 (``streamrain bench``, one session, 2026-12-04): trnet-v5 (as trnet-v6)
+51 fps as decoded, 43 through RGB, causal 56; trnet-v3 (as trnet-v2) 55-56 fps as decoded, 46-47
+through RGB (``--rgb``), causal 58-59; trnet-v1 47; srnet-v3 71-73.
 
 Tensor contract: frames float32 RGB ``(N, 3, H, W)`` in [0, 1], H and W multiples of 4. Windows are
 rows of ``past + 1 + future`` indices into the N frames, the centre (frame t) at position ``past``.
