@@ -133,8 +133,20 @@ def test_global_shift_finds_how_far_the_picture_moved(dx, dy):
     t = big[:, 40:200, 40:280]
     n = big[:, 40 - dy:200 - dy, 40 - dx:280 - dx]  # the scene moved by (dx, dy) pixels
     spectra = coarse_spectrum(torch.stack([t, n]))
-    shift = global_shift(spectra[:1], spectra[1:], 160 // 8, 240 // 8)[0]
+    shift = global_shift(spectra[:1], spectra[1:], 160, 240)[0]
     assert torch.allclose(shift, torch.tensor([dx / 4, dy / 4]), atol=0.35)  # quarter-resolution px
+
+
+@pytest.mark.parametrize("dx, dy", [(3, 1), (-5, 2), (7, -4), (2, 6)])
+def test_a_training_patch_is_aligned_to_a_fraction_of_a_pixel(dx, dy):
+    # A 128-pixel patch is correlated on a finer grid than a whole frame (``spectrum_pool``): at
+    # 8 px a sample these shifts came out up to 0.86 px wrong, which rounds to the wrong pixel.
+    big = textured_picture(256, 384, seed=5)
+    t = big[:, 64:192, 128:256]
+    n = big[:, 64 - dy:192 - dy, 128 - dx:256 - dx]
+    spectra = coarse_spectrum(torch.stack([t, n]))
+    shift = 4 * global_shift(spectra[:1], spectra[1:], 128, 128)[0]  # full-resolution px
+    assert torch.allclose(shift, torch.tensor([float(dx), float(dy)]), atol=0.25)
 
 
 def test_global_alignment_aligns_a_panning_clip_the_learned_flow_alone_does_not():
@@ -178,8 +190,10 @@ def test_without_the_learned_flow_a_network_aligns_by_the_global_shift_alone():
 
 
 def test_luma_residuals_are_the_rain_where_the_scene_is_aligned():
-    big = textured_picture(160, 320)
-    clip = torch.stack([big[:, 16:144, 100 - 8 * t:260 - 8 * t] for t in range(5)])  # 8 px a frame
+    # (256 rows: on a 128-row picture of this smooth texture, correlated at 2 px a sample, the lone
+    # bright streak below pulls the 16-px shift to frame 0 half a pixel off, and it rounds wrong)
+    big = textured_picture(288, 480)
+    clip = torch.stack([big[:, 16:272, 100 - 8 * t:420 - 8 * t] for t in range(5)])  # 8 px a frame
     rainy = clip.clone()
     rainy[2, :, 20:80, 60:62] += 0.3  # a streak on frame 2 only
     net = TRNet(**SMALL, global_alignment=True, luma_median=True).eval()
@@ -189,7 +203,7 @@ def test_luma_residuals_are_the_rain_where_the_scene_is_aligned():
             2, first=first, last=4, past=2, future=2, causal=c)], [2]), 2)[0, 0]  # at full resolution
             for first, c in ((0, False), (0, True), (2, False)))
         shot_of_one = net.luma_residuals(feats, [[2] * 5], [2])
-    streak = torch.zeros(128, 160, dtype=torch.bool)
+    streak = torch.zeros(256, 320, dtype=torch.bool)
     streak[20:80, 60:62] = True
     inside = (slice(4, -4), slice(20, -20))  # away from the edges the pan brings in
     assert torch.allclose(offline[streak], torch.tensor(0.3), atol=0.02)  # the streak, as added

@@ -86,7 +86,7 @@ class FrameFeatures(NamedTuple):
     ``quarter`` (N, quarter_channels, H/4, W/4); ``value`` (N, value_channels, H/4, W/4), what the
     frame gives its neighbours; ``motion_as_centre`` and ``motion_as_neighbour`` (N, flow_channels,
     H/4, W/4), the two halves of the first motion layer (see ``TRNet.features``); ``spectrum``
-    (N, H/8, W/16 + 1) complex, the frame's ``coarse_spectrum`` for the global alignment, or
+    (N, H/p, W/(2p) + 1) complex, the frame's ``coarse_spectrum`` for the global alignment, or
     (N, 0) where the network has none; ``luma``, the frame's luma at full resolution for
     ``luma_residuals`` held as its 2x2 space-to-depth, (N, 4, H/2, W/2), channel 2i + j the
     sample at (2y + i, 2x + j) as ``pixel_unshuffle`` orders them and the 4:2:0 codes hold Y'
@@ -113,14 +113,29 @@ def rows(t: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
     return torch.cat([t[i:i + 1] for i in index])
 
 
+def spectrum_pool(height: int, width: int) -> int:
+    """Pixels per sample (8, 4 or 2) of the coarse luma the global alignment correlates: 8 where
+    the picture's short side still has 64 samples (720p and up), finer below, so that small
+    pictures keep enough samples to place the correlation's peak. Why: at 8 a 128-pixel training
+    patch is correlated over 16 x 16 samples, and its aligned median of clean frames scored 29 dB
+    on photo clips (33 at 2, as 256-pixel patches at 8): training taught the network to distrust
+    a median that is reliable on whole video frames. On 352-pixel patches 4 beat 8 too (0.7-1.2 dB
+    of the median under light rain; ``benchmarks/temporal_median_by_kind.py``). NTURain a1
+    (640x480, now 4) with trnet-v6's weights: 33.83 dB as at 8 (33.82)."""
+    short = min(height, width)
+    return 8 if short >= 8 * 64 else 4 if short >= 4 * 64 else 2
+
+
 def coarse_spectrum(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) frames -> (N, H/8, W/16 + 1): the 2-D Fourier transform of each frame's luma at
-    eighth resolution, mean removed and tapered by a Hann window (so the frame's edges do not read
-    as a motion of their own). Computed in float32 whatever the network computes in. Frames under
-    32 pixels on a side give (N, 0): too small to tell a motion from."""
+    """(N, 3, H, W) frames -> (N, H/p, W/(2p) + 1), p = ``spectrum_pool(H, W)``: the 2-D Fourier
+    transform of each frame's luma at 1/p resolution, mean removed and tapered by a Hann window (so
+    the frame's edges do not read as a motion of their own). Computed in float32 whatever the
+    network computes in. Frames under 32 pixels on a side give (N, 0): too small to tell a motion
+    from."""
     if min(x.shape[-2:]) < 32:
         return x.new_zeros(len(x), 0, dtype=torch.complex64)
-    small = F.avg_pool2d(x.float(), 8)  # (pooled first: luma is linear, and this is 64x fewer pixels)
+    pool = spectrum_pool(*x.shape[-2:])
+    small = F.avg_pool2d(x.float(), pool)  # (pooled first: luma is linear, and this is p^2 fewer pixels)
     return _luma_spectrum(0.299 * small[:, 0] + 0.587 * small[:, 1] + 0.114 * small[:, 2])
 
 
@@ -130,7 +145,8 @@ def coarse_spectrum_of_codes(codes: torch.Tensor) -> torch.Tensor:
     not move the phase correlation's peak, so the codes are used as they are."""
     if 2 * min(codes.shape[-2:]) < 32:
         return codes.new_zeros(len(codes), 0, dtype=torch.complex64)
-    return _luma_spectrum(F.avg_pool2d(codes[:, :4].float().mean(1, keepdim=True), 4)[:, 0])
+    pool = spectrum_pool(2 * codes.shape[-2], 2 * codes.shape[-1]) // 2  # (the codes are 2x2 blocks)
+    return _luma_spectrum(F.avg_pool2d(codes[:, :4].float().mean(1, keepdim=True), pool)[:, 0])
 
 
 def _luma_spectrum(luma: torch.Tensor) -> torch.Tensor:
@@ -141,12 +157,15 @@ def _luma_spectrum(luma: torch.Tensor) -> torch.Tensor:
     return torch.fft.rfft2(luma * taper)
 
 
-def global_shift(spectrum_t: torch.Tensor, spectrum_n: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def global_shift(spectrum_t: torch.Tensor, spectrum_n: torch.Tensor, frame_height: int,
+                 frame_width: int) -> torch.Tensor:
     """(P, 2): how far, in quarter-resolution pixels (x, y), frame n's picture has moved from frame
-    t's, as one translation: the peak of their phase correlation at eighth resolution, refined to
-    a fraction of a pixel from its neighbours. ``height`` and ``width``: the eighth-resolution
-    size the spectra were taken at. Shifts beyond a quarter of the picture are not searched (they
-    alias with the opposite direction)."""
+    t's, as one translation: the peak of their phase correlation at the coarse resolution of their
+    ``coarse_spectrum``, refined to a fraction of a sample from its neighbours. ``frame_height``
+    and ``frame_width``: the frames' full size. Shifts beyond a quarter of the picture are not
+    searched (they alias with the opposite direction)."""
+    pool = spectrum_pool(frame_height, frame_width)
+    height, width = frame_height // pool, frame_width // pool
     cross = spectrum_n * spectrum_t.conj()
     surface = torch.fft.irfft2(cross / cross.abs().clamp_min(1e-8), s=(height, width))
     # Centred: shift (0, 0) at (height // 2, width // 2); outside the searched range never wins.
@@ -171,7 +190,7 @@ def global_shift(spectrum_t: torch.Tensor, spectrum_n: torch.Tensor, height: int
     dy = refined(surface[index, (py - 1) % height, px], centre, surface[index, (py + 1) % height, px])
     dx = refined(surface[index, py, (px - 1) % width], centre, surface[index, py, (px + 1) % width])
     shift = torch.stack([px - width // 2 + dx, py - height // 2 + dy], 1)
-    return 2.0 * shift  # eighth- to quarter-resolution pixels
+    return shift * (pool / 4)  # coarse to quarter-resolution pixels
 
 
 def translate(value: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -334,7 +353,7 @@ class _Alignment(nn.Module):
         network does not align globally or the frames are too small for it."""
         if not self.global_alignment or feats.spectrum.shape[-1] == 0:
             return torch.zeros(len(centres), 2, device=feats.value.device)
-        height, width = (size // 2 for size in feats.value.shape[-2:])
+        height, width = (4 * size for size in feats.value.shape[-2:])
         return global_shift(rows(feats.spectrum, centres), rows(feats.spectrum, neighbours), height, width)
 
     def warp(self, value: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
