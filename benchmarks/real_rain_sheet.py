@@ -32,9 +32,15 @@ def main() -> None:
     args = p.parse_args()
 
     from streamrain.runtime.derainer import Derainer
+    from streamrain.runtime.temporal import TemporalDerainer, is_temporal
     from streamrain.zoo import load_model
 
-    derainers = [Derainer(load_model(name), device="cpu") for name in args.models]
+    def derainer(name: str):
+        # A temporal model takes each photo as a clip of one frame (its window all that frame).
+        module = load_model(name)
+        return TemporalDerainer(module, device="cpu") if is_temporal(module) else Derainer(module, device="cpu")
+
+    derainers = [derainer(name) for name in args.models]
     rows = []
     for stem in args.photos:
         matches = sorted(args.dir.glob(f"{stem}.*"))
@@ -42,7 +48,7 @@ def main() -> None:
             raise SystemExit(f"{args.dir}: no photo named {stem}")
         photo = Image.open(matches[0]).convert("RGB")
         width = round(photo.width * args.height / photo.height) // 4 * 4
-        rgb = np.asarray(photo.resize((width, args.height), Image.Resampling.LANCZOS))
+        rgb = np.array(photo.resize((width, args.height), Image.Resampling.LANCZOS))
         rows.append(np.concatenate([rgb] + [d(rgb[None])[0] for d in derainers], axis=1))
     width = max(r.shape[1] for r in rows)
     sheet = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows])
