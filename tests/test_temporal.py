@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from conftest import i420_of_rgb, needs_shared, pattern, probe, rgb_of_i420
 from streamrain.archs import ARCHS
 from streamrain.archs.srnet import i420_from_codes
-from streamrain.archs.trnet import TRNet, coarse_spectrum, global_shift, translate, window
+from streamrain.archs.trnet import TRNet, coarse_spectrum, global_shift, median_of_five, translate, window
 from streamrain.cli import main
 from streamrain.config import RunOptions
 from streamrain.errors import ModelError
@@ -213,6 +213,53 @@ def test_luma_residuals_are_the_rain_where_the_scene_is_aligned():
     assert not shot_of_one.any()  # no other frame: no evidence
 
 
+def test_median_of_five_is_the_median():
+    values = torch.randint(0, 4, (5, 10_000), generator=torch.Generator().manual_seed(0)).float()  # ties too
+    assert torch.equal(median_of_five(*values), values.median(0).values)
+
+
+def test_the_wide_residual_is_the_rain_where_a_streak_stays_two_frames():
+    big = textured_picture(288, 480)
+    clip = torch.stack([big[:, 16:272, 100 - 8 * t:420 - 8 * t] for t in range(5)])  # 8 px a frame
+    rainy = clip.clone()
+    rainy[2:4, :, 20:80, 60:62] += 0.3  # slow rain: the same streak on frames 2 and 3
+    net = TRNet(**SMALL, global_alignment=True, luma_median=True, wide_median=True).eval()
+    with torch.inference_mode():
+        feats = net.features(rainy)
+        offline, causal = (F.pixel_shuffle(net.luma_residuals(feats, [window(
+            2, first=0, last=4, past=2, future=2, causal=c)], [2]), 2)[0] for c in (False, True))
+    streak = torch.zeros(256, 320, dtype=torch.bool)
+    streak[20:80, 60:62] = True
+    # (frame 3's streak is not under frame 2's once frame 3 is aligned: the pan moved the scene)
+    three, five = offline[0], offline[1]
+    assert torch.allclose(five[streak], torch.tensor(0.3), atol=0.02)  # three frames of five clean
+    assert five[slice(4, -4), slice(40, -40)][~streak[4:-4, 40:-40]].abs().max() < 0.02
+    assert torch.allclose(three[streak], torch.tensor(0.3), atol=0.02)  # t - 1 and t + 1 clean there
+    assert not causal[1].any()  # no look-ahead: the centre three times of five, no evidence
+
+
+def test_a_streak_that_stays_put_defeats_three_frames_not_five():
+    still = textured_picture(128, 160)
+    clip = still[None].repeat(5, 1, 1, 1)
+    clip[1:4, :, 20:80, 60:62] += 0.3  # on t - 1, t and t + 1: the median of three is the streak
+    net = TRNet(**SMALL, global_alignment=True, luma_median=True, wide_median=True).eval()
+    with torch.inference_mode():
+        residual = F.pixel_shuffle(net.luma_residuals(net.features(clip), [[0, 1, 2, 3, 4]], [2]), 2)[0]
+    assert residual[0, 20:80, 60:62].abs().max() < 1e-6
+    assert torch.allclose(residual[1, 20:80, 60:62], torch.tensor(0.3), atol=1e-5)
+
+
+def test_a_trnet_with_the_wide_median_adopts_one_without_and_starts_as_it():
+    narrow = small_trnet(global_alignment=True, luma_median=True)
+    wide = TRNet(**SMALL, global_alignment=True, luma_median=True, wide_median=True).eval()
+    wide.adopt(narrow)
+    clip = torch.from_numpy(moving_clip(5)).permute(0, 3, 1, 2).float()[None] / 255
+    with torch.inference_mode():
+        assert torch.allclose(wide.forward_clips(clip), narrow.forward_clips(clip), atol=1e-6)
+    with pytest.raises(ValueError, match="wide_median needs"):
+        TRNet(**SMALL, luma_median=True, wide_median=True, past=2, future=1)
+
+
 def test_a_trnet_with_the_luma_path_adopts_one_without_and_starts_as_it():
     plain = small_trnet(global_alignment=True)
     grown = TRNet(**SMALL, global_alignment=True, luma_median=True).eval()
@@ -230,7 +277,8 @@ def test_a_trnet_with_the_luma_path_adopts_one_without_and_starts_as_it():
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("alignment", [{}, {"global_alignment": True},
                                        {"global_alignment": True, "learned_flow": False},
-                                       {"global_alignment": True, "luma_median": True}])
+                                       {"global_alignment": True, "luma_median": True},
+                                       {"global_alignment": True, "luma_median": True, "wide_median": True}])
 def test_stream_matches_the_clip_whatever_the_batch(frames, causal, alignment):
     net = small_trnet(**alignment)
     clip = moving_clip(frames)
@@ -377,7 +425,7 @@ def test_causal_mode_never_reads_a_frame_after_t(policy):
     assert max_delta(np.stack([f.rgb_u8 for f in sink.frames]), reference(net, clip, causal=True)) <= 1
 
 
-@pytest.mark.parametrize("options", [{}, {"global_alignment": True, "luma_median": True}])
+@pytest.mark.parametrize("options", [{}, {"global_alignment": True, "luma_median": True}, {"global_alignment": True, "luma_median": True, "wide_median": True}])
 def test_inference_form_is_the_training_form_in_fp32(options):
     net = small_trnet(**options)
     folded = net.inference_form(torch.float32)
@@ -470,7 +518,7 @@ def panning_i420(frames: int, yuv: YuvMatrix, width: int = 64, height: int = 48)
 
 @pytest.mark.parametrize("yuv", [BT601, YuvMatrix(5, True)])
 @pytest.mark.parametrize("alignment", [{"global_alignment": True}, {"global_alignment": True, "learned_flow": False},
-                                       {"global_alignment": True, "luma_median": True}])
+                                       {"global_alignment": True, "luma_median": True}, {"global_alignment": True, "luma_median": True, "wide_median": True}])
 def test_yuv420_form_and_stream_are_the_rgb_round_trip_in_fp32(yuv, alignment):
     torch.manual_seed(0)
     net = TRNet(**SMALL, **alignment).eval()

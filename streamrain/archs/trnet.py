@@ -247,6 +247,17 @@ def median_of_three(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.
     return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
 
 
+def median_of_five(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
+                   e: torch.Tensor) -> torch.Tensor:
+    """Elementwise, by comparisons (no sort). Of the pairs (a, b) and (c, d), the smaller of the
+    two minima has three values at or above it and the larger of the two maxima three at or below
+    it: dropping one value from each side of the median leaves it the median of the other three
+    (e, the larger minimum, the smaller maximum)."""
+    low, high = torch.minimum(a, b), torch.maximum(a, b)
+    low2, high2 = torch.minimum(c, d), torch.maximum(c, d)
+    return median_of_three(e, torch.maximum(low, low2), torch.minimum(high, high2))
+
+
 def window(t: int, *, first: int, last: int, past: int, future: int, causal: bool = False) -> list[int]:
     """Frame indices of t's window, ``past + 1 + future`` of them: neighbours outside the shot
     [first, last] replaced by its edge frame, and in causal mode every future one by t itself."""
@@ -306,26 +317,37 @@ class _Alignment(nn.Module):
                        centre: list[int]) -> torch.Tensor:
         """(M, 4, H/2, W/2), held as ``FrameFeatures.luma``: each centre frame's luma less the
         median of it and the luma of the two other frames of its window nearest in time, each
-        moved onto the centre by the global shift rounded to whole full-resolution pixels. Rain brightens a pixel on one frame and
-        has moved on by the next, so where the scene is aligned this is the rain, at full
-        resolution; where it is not (parallax, motion the translation misses) it is edges, which
-        the network learns to tell apart. A window with fewer than two other frames (the first
-        frames of a 1- or 2-frame shot) gets zero: the median is the centre itself."""
+        moved onto the centre by the global shift rounded to whole full-resolution pixels. Rain
+        brightens a pixel on one frame and has moved on by the next, so where the scene is
+        aligned this is the rain, at full resolution; where it is not (parallax, motion the
+        translation misses) it is edges, which the network learns to tell apart. A window with
+        fewer than two other frames (the first frames of a 1- or 2-frame shot) gets zero: the
+        median is the centre itself.
+
+        With ``wide_median``, (M, 8, H/2, W/2): those four channels, then the centre's luma less
+        the median of the whole window's (a slot holding the centre counts as the centre). Why:
+        where rain is dense or falls slowly, a pixel under a streak on t is often under one on
+        t - 1 or t + 1 too, and the median of three is the rain; of five it takes three frames
+        to be. In causal mode, and wherever the window holds the centre three times, it is zero."""
         luma = feats.luma
-        others = [self._nearest_two(w, t) for w, t in zip(windows, centre)]
-        pairs = [(t, n) for t, two in zip(centre, others) if len(two) == 2 for n in two]
+        near = [self._nearest_two(w, t) for w, t in zip(windows, centre)]
+        others = [sorted({n for n in w if n != t}) if self.wide_median else two if len(two) == 2 else []
+                  for w, t, two in zip(windows, centre, near)]
+        pairs = [(t, n) for t, moved in zip(centre, others) for n in moved]
+        channels = 8 if self.wide_median else 4
         if not pairs or luma.is_meta:  # (the MAC counter's dry run: nothing to move)
-            return luma.new_zeros(len(windows), *luma.shape[1:])
+            return luma.new_zeros(len(windows), channels, *luma.shape[2:])
         shifts = self.global_shifts(feats, [t for t, _ in pairs], [n for _, n in pairs])
         whole = iter((4.0 * shifts).round().to(torch.int64).tolist())  # quarter- to full-res pixels
         out = []
-        for t, two in zip(centre, others):
+        for w, t, two, moved in zip(windows, centre, near, others):
             own = luma[t:t + 1]
-            if len(two) < 2:
-                out.append(torch.zeros_like(own))
-                continue
-            a, b = (moved_by_whole_pixels(luma[n:n + 1], *next(whole)) for n in two)
-            out.append(own - median_of_three(own, a, b))
+            aligned = {n: moved_by_whole_pixels(luma[n:n + 1], *next(whole)) for n in moved}
+            parts = [own - median_of_three(own, *(aligned[n] for n in two)) if len(two) == 2
+                     else torch.zeros_like(own)]
+            if self.wide_median:
+                parts.append(own - median_of_five(*(aligned.get(n, own) for n in w)))
+            out.append(torch.cat(parts, 1))
         return torch.cat(out)
 
     def _nearest_two(self, w: Sequence[int], t: int) -> list[int]:
@@ -395,13 +417,15 @@ class TRNet(_Alignment):
     def __init__(self, *, half_channels: int = 24, quarter_channels: int = 48, key_channels: int = 16,
                  value_channels: int = 24, flow_channels: int = 16, feat_blocks: int = 1,
                  fuse_blocks: int = 2, past: int = 2, future: int = 2, global_alignment: bool = False,
-                 learned_flow: bool = True, luma_median: bool = False):
+                 learned_flow: bool = True, luma_median: bool = False, wide_median: bool = False):
         super().__init__()
         if past < 0 or future < 0:
             raise ValueError(f"past and future must be >= 0; got past={past}, future={future}")
         self.past, self.future = past, future
         self.global_alignment, self.learned_flow = bool(global_alignment), bool(learned_flow)
-        self.luma_median = bool(luma_median)
+        if wide_median and not (luma_median and past == future == 2):
+            raise ValueError("wide_median needs luma_median and a window of 5 frames (past = future = 2)")
+        self.luma_median, self.wide_median = bool(luma_median), bool(wide_median)
         self.head = nn.Conv2d(12, half_channels, 3, padding=1)
         self.down = nn.Conv2d(4 * half_channels, quarter_channels, 1)
         self.feat_body = nn.Sequential(*[_ResBlock(quarter_channels) for _ in range(feat_blocks)])
@@ -418,8 +442,9 @@ class TRNet(_Alignment):
         if self.luma_median:
             # ``luma_residuals`` (held at half resolution) into the fusion's input (a 2x2 stride-2
             # convolution to quarter resolution) and into the tail's input (3x3): both start at zero.
-            self.residual_quarter = nn.Conv2d(4, quarter_channels, 2, stride=2)
-            self.residual_half = nn.Conv2d(4, half_channels, 3, padding=1)
+            residual_channels = 8 if self.wide_median else 4
+            self.residual_quarter = nn.Conv2d(residual_channels, quarter_channels, 2, stride=2)
+            self.residual_half = nn.Conv2d(residual_channels, half_channels, 3, padding=1)
             for conv in (self.residual_quarter, self.residual_half):
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
@@ -494,10 +519,16 @@ class TRNet(_Alignment):
     def _adopt_trnet(self, other: "TRNet") -> None:
         mine, theirs = self.state_dict(), other.state_dict()
         new = {k for k in mine if k.startswith(("residual_quarter.", "residual_half."))}
+        widened = {k for k in theirs if k in new and k.endswith(".weight") and self.wide_median
+                   and not other.wide_median}
         if set(theirs) - set(mine) or set(mine) - set(theirs) - new or \
-                any(theirs[k].shape != mine[k].shape for k in theirs):
+                any(theirs[k].shape != mine[k].shape for k in set(theirs) - widened):
             raise ValueError("cannot adopt a TRNet of other widths or window: only one without the "
-                             "luma_median path that is otherwise this one")
+                             "luma_median path, or without the wide_median, that is otherwise this one")
+        for k in widened:  # the wide residual's input channels start at zero
+            weight = torch.zeros_like(mine[k])
+            weight[:, :theirs[k].shape[1]] = theirs[k]
+            theirs = {**theirs, k: weight}
         self.load_state_dict(theirs, strict=False)
 
     # -- the two parts the streaming runtime calls ----------------------------------------------
@@ -567,7 +598,7 @@ class FoldedTRNet(_Alignment):
         super().__init__()
         self.dtype, self.past, self.future = dtype, net.past, net.future
         self.global_alignment, self.learned_flow = net.global_alignment, net.learned_flow
-        self.luma_median = net.luma_median
+        self.luma_median, self.wide_median = net.luma_median, net.wide_median
         conv = lambda c, **kw: FrozenConv(c.weight, c.bias, dtype, **kw)  # noqa: E731
         self.head = FrozenConv(_fold_space_to_depth(net.head.weight), net.head.bias, dtype, stride=2, padding=2)
         self.down = FrozenConv(_fold_space_to_depth(net.down.weight), net.down.bias, dtype, stride=2)
