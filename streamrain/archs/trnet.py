@@ -42,7 +42,13 @@ from trnet-v3): NTURain a1 through the product 33.45 dB / temporal error 3.82 (t
 4.04). Cost: +0.26 GMAC per megapixel and ~7 % of the end-to-end speed (51 fps against 55).
 The same network fine-tuned with daylight rain in the mix (trnet-v6: streaks that jump 3-8 lengths
 a frame, gone from the neighbours, where trnet-v5's rain often is not and its median is a poor
-guess): 33.82 / 3.68, causal 32.71 / 4.00.
+guess): 33.82 / 3.68, causal 32.71 / 4.00. Then with the global shift found on a finer grid in
+small pictures (``spectrum_pool``: the 128-pixel training patches had been correlated over 16 x 16
+samples, so the median was far noisier in training than on whole frames; trnet-v8): 34.73 / 3.44,
+causal 33.86 / 3.70.
+
+With ``wide_median``, a second residual against the median of the whole 5-frame window (offline
+only: zero in causal mode), for rain dense or slow enough to cover a pixel on t - 1 or t + 1 too.
 
 Window edges are replicated: at the first frame of a shot, slot t-1 holds frame t itself, and so on.
 A slot that holds frame t itself takes t's value unaligned (no offset to estimate), so edges and
