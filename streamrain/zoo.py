@@ -29,8 +29,8 @@ from streamrain.weights import WeightsError, build_from_weights, read_metadata
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "srnet-v3"  # still images, and what a model-less Python call loads
 # Video (files, folder batches, live, bench): a temporal model, since its figures on video beat the
-# single-frame default's (NTURain a1 through the product, models/trnet-v8.md).
-DEFAULT_VIDEO_MODEL = "trnet-v8"
+# single-frame default's (NTURain a1 through the product, models/trnet-v9.md).
+DEFAULT_VIDEO_MODEL = "trnet-v9"
 QUALITY_ALIAS = "quality"
 
 # Published networks with no weights we may ship: how a user gets some.
