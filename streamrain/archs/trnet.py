@@ -338,8 +338,12 @@ class _Alignment(nn.Module):
         to be. In causal mode, and wherever the window holds the centre three times, it is zero."""
         luma = feats.luma
         near = [self._nearest_two(w, t) for w, t in zip(windows, centre)]
-        others = [sorted({n for n in w if n != t}) if self.wide_median else two if len(two) == 2 else []
-                  for w, t, two in zip(windows, centre, near)]
+        # The frames each centre needs moved onto it: the nearest two for the median of three (none
+        # where there are fewer), and with the wide median every other frame of its window.
+        if self.wide_median:
+            others = [sorted(set(w) - {t}) for w, t in zip(windows, centre)]
+        else:
+            others = [two if len(two) == 2 else [] for two in near]
         pairs = [(t, n) for t, moved in zip(centre, others) for n in moved]
         channels = 8 if self.wide_median else 4
         if not pairs or luma.is_meta:  # (the MAC counter's dry run: nothing to move)
